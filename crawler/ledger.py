@@ -1,0 +1,74 @@
+"""Every URL's latest state in Redis, with live counts per state, shared by crawl and workers.
+
+Keys (``KEY_PREFIX`` first): ``<prefix>:ledger`` hashes a video's URL to a JSON record
+``{"status", "video_id", "stage", "error", "source", "at"}``; ``<prefix>:ledger:counts``
+holds one counter per state, kept exact by a Lua script that moves a URL from its old
+state's counter to the new one atomically, whatever process writes.
+"""
+
+from __future__ import annotations
+
+import json
+
+import redis
+
+import settings
+from crawler.items import VideoItem, utcnow
+
+_RECORD = """
+local old = redis.call('HGET', KEYS[1], ARGV[1])
+if old then
+  local status = cjson.decode(old)['status']
+  if status then redis.call('HINCRBY', KEYS[2], status, -1) end
+end
+redis.call('HSET', KEYS[1], ARGV[1], ARGV[3])
+redis.call('HINCRBY', KEYS[2], ARGV[2], 1)
+return old
+"""
+
+
+class Ledger:
+    """Records final states by URL and answers counts (``python -m processing status``)."""
+
+    def __init__(self, client: redis.Redis, prefix: str | None = None):
+        self.client = client
+        self.key = f"{prefix or settings.KEY_PREFIX}:ledger"
+        self.counts_key = f"{self.key}:counts"
+        self._record = client.register_script(_RECORD)
+
+    def record(
+        self,
+        url: str,
+        status: str,
+        *,
+        video_id: str | None = None,
+        stage: str | None = None,
+        error: str | None = None,
+        source: str | None = None,
+    ) -> None:
+        entry = {"status": status, "video_id": video_id, "stage": stage, "error": error,
+                 "source": source, "at": utcnow()}  # fmt: skip
+        self._record(keys=[self.key, self.counts_key], args=[url, status, json.dumps(entry)])
+
+    def record_item(self, item: VideoItem) -> None:
+        """Record an item's current status; for failures/rejections the deciding (last) error."""
+        stage, error = list(item.errors.items())[-1] if item.errors else (None, None)
+        if item.status not in ("failed", "rejected"):
+            stage, error = None, None
+        self.record(item.url, item.status, video_id=item.video_id, stage=stage,
+                    error=error, source=item.source)  # fmt: skip
+
+    def get(self, url: str) -> dict | None:
+        raw = self.client.hget(self.key, url)
+        return json.loads(raw) if raw else None
+
+    def counts(self) -> dict[str, int]:
+        raw = self.client.hgetall(self.counts_key)
+        return {k.decode() if isinstance(k, bytes) else k: int(v) for k, v in raw.items() if int(v)}
+
+    def entries(self, status: str | None = None):
+        """Yield ``(url, record)`` pairs, optionally only those in ``status``."""
+        for url, raw in self.client.hscan_iter(self.key, count=1000):
+            entry = json.loads(raw)
+            if status is None or entry.get("status") == status:
+                yield (url.decode() if isinstance(url, bytes) else url), entry

@@ -1,0 +1,1 @@
+"""Processing stages, one shape each (see base.py): frames, embed, neardup, labels."""

@@ -1,0 +1,92 @@
+"""Shared fixtures: real Redis (a spare db, flushed), the embedded server, media files, env."""
+
+import os
+import sys
+import uuid
+from pathlib import Path
+
+import pytest
+import redis
+
+ROOT = Path(__file__).resolve().parent.parent
+DATA = Path(__file__).resolve().parent / "data"
+# The machine's Redis; tests own db 13 and flush it before and after each test that uses it.
+TEST_REDIS_URL = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379/13")
+
+
+@pytest.fixture
+def redis_url(monkeypatch):
+    """A real Redis: an empty spare db, REDIS_URL pointing at it (also for subprocesses)."""
+    client = redis.Redis.from_url(TEST_REDIS_URL)
+    try:
+        client.ping()
+    except redis.ConnectionError:
+        pytest.fail(f"no Redis at {TEST_REDIS_URL}: start one (redis-server --port 6379)")
+    client.flushdb()
+    monkeypatch.setenv("REDIS_URL", TEST_REDIS_URL)
+    yield TEST_REDIS_URL
+    client.flushdb()
+    client.close()
+
+
+@pytest.fixture
+def redis_client(redis_url):
+    client = redis.Redis.from_url(redis_url)
+    yield client
+    client.close()
+
+
+@pytest.fixture
+def data_dir(tmp_path, monkeypatch):
+    """A fresh DATA_DIR for this test, for this process (settings) and subprocesses (env)."""
+    import settings
+
+    path = tmp_path / "data"
+    path.mkdir()
+    monkeypatch.setenv("DATA_DIR", str(path))
+    monkeypatch.setattr(settings, "DATA_DIR", str(path))
+    monkeypatch.setattr(settings, "FILES_STORE", str(path / "videos"))
+    monkeypatch.setattr(settings, "CATALOGUE_PATH", str(path / "catalogue.sqlite"))
+    return path
+
+
+@pytest.fixture
+def embedded_redis(data_dir, monkeypatch):
+    """The embedded server of a fresh data dir, REDIS_URL unset; stopped afterwards."""
+    from crawler.connection import ensure_embedded, stop_embedded
+
+    monkeypatch.delenv("REDIS_URL", raising=False)
+    url = ensure_embedded(data_dir)
+    yield url
+    stop_embedded(data_dir)
+
+
+@pytest.fixture
+def key_prefix(monkeypatch):
+    """A unique KEY_PREFIX for this test (settings and subprocesses)."""
+    import settings
+
+    prefix = f"t{uuid.uuid4().hex[:8]}"
+    monkeypatch.setenv("KEY_PREFIX", prefix)
+    monkeypatch.setattr(settings, "KEY_PREFIX", prefix)
+    monkeypatch.setattr(settings, "STREAM_KEY", f"{prefix}:videos")
+    monkeypatch.setattr(settings, "STREAM_DEAD_KEY", f"{prefix}:videos:dead")
+    return prefix
+
+
+@pytest.fixture(scope="session")
+def media():
+    """The real clips in tests/data (see tests/data/LICENSES.md)."""
+    return {p.stem: p for p in DATA.glob("*.mp4")}
+
+
+def project_env(**extra) -> dict:
+    """Environment for a subprocess of the project (scrapy, python -m processing)."""
+    env = dict(os.environ)
+    env["PYTHONPATH"] = str(ROOT)
+    env.setdefault("ALLOW_PRIVATE_NETWORKS", "1")
+    env.update({k: str(v) for k, v in extra.items()})
+    return env
+
+
+PYTHON = sys.executable
