@@ -1,0 +1,366 @@
+"""Pure page parsing: HTML -> video candidates, page metadata, robots directives and links.
+
+No network and no Scrapy engine: ``extract_page(html, url)`` is tested on saved pages
+(``tests/data/pages/web/<case>/``). Patterns recognised, in order of precedence (the first
+pattern that names a URL wins, later ones only fill fields it left empty):
+
+1. JSON-LD ``VideoObject`` (``contentUrl``, ``embedUrl``; also inside ``@graph`` / lists)
+2. ``<video src>`` and ``<video><source src>``
+3. ``og:video`` / ``og:video:url`` / ``og:video:secure_url``
+4. ``twitter:player:stream`` (and ``twitter:player`` when it is a platform embed)
+5. ``<a href>`` to media files and to HLS/DASH manifests
+6. ``<iframe>`` / ``<embed>`` / ``<object data>`` of platforms that yt-dlp supports
+
+Direct files get ``download_via="files"``; manifests (``.m3u8``/``.mpd``) and platform
+embeds get ``download_via="ytdlp"``. URLs are returned as found (made absolute); refusing
+hostile ones is the spider's job (crawler.netguard).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import asdict, dataclass, field
+from functools import lru_cache
+from urllib.parse import urljoin, urlsplit
+
+from parsel import Selector
+from w3lib.url import safe_url_string
+
+VIDEO_EXTENSIONS = frozenset(
+    ".mp4 .m4v .mov .webm .mkv .avi .ogv .flv .wmv .mpg .mpeg .3gp .3g2 .mts .m2ts .ts".split()
+)
+LINK_VIDEO_EXTENSIONS = VIDEO_EXTENSIONS - {".ts"}  # ".ts" in an <a href> is usually TypeScript
+MANIFEST_EXTENSIONS = frozenset({".m3u8", ".mpd"})
+MANIFEST_TYPES = frozenset(
+    {"application/x-mpegurl", "application/vnd.apple.mpegurl", "application/dash+xml"}
+)
+# Links with these extensions are neither pages to follow nor videos.
+NOT_PAGE_EXTENSIONS = frozenset(
+    ".jpg .jpeg .png .gif .webp .svg .ico .bmp .tif .tiff .avif .heic .pdf .zip .gz .tgz .bz2 "
+    ".xz .7z .rar .tar .exe .dmg .iso .apk .mp3 .wav .flac .ogg .oga .m4a .aac .opus .css .js "
+    ".json .xml .rss .atom .woff .woff2 .ttf .eot .doc .docx .xls .xlsx .ppt .pptx .csv".split()
+)
+CC_LICENSE = re.compile(r"^https?://(www\.)?creativecommons\.org/(licenses|publicdomain)/", re.I)
+ISO_DURATION = re.compile(
+    r"^P(?:(?P<d>\d+(?:\.\d+)?)D)?(?:T(?:(?P<h>\d+(?:\.\d+)?)H)?(?:(?P<m>\d+(?:\.\d+)?)M)?"
+    r"(?:(?P<s>\d+(?:\.\d+)?)S)?)?$",
+    re.I,
+)
+ROBOTS_OPT_OUT = frozenset({"noai", "noindex", "none", "noimageai"})
+
+
+@dataclass
+class VideoCandidate:
+    """One video a page points at, with what the page says about it."""
+
+    url: str
+    download_via: str  # "files" | "ytdlp"
+    pattern: str  # video_tag | source_tag | og_video | twitter | jsonld | link | manifest | embed
+    title: str | None = None
+    description: str | None = None
+    uploader: str | None = None
+    published: str | None = None
+    duration_hint: float | None = None
+    thumbnail: str | None = None
+    license: str | None = None
+    extractor: str | None = None  # yt-dlp extractor key for platform embeds
+
+    def fill(self, other: VideoCandidate) -> None:
+        """Fill this candidate's empty fields from ``other`` (same URL, weaker pattern)."""
+        for name in ("title", "description", "uploader", "published", "duration_hint",
+                     "thumbnail", "license", "extractor"):  # fmt: skip
+            if getattr(self, name) is None and getattr(other, name) is not None:
+                setattr(self, name, getattr(other, name))
+
+
+@dataclass
+class PageInfo:
+    """What a page holds: its metadata, robots directives, videos and links to follow."""
+
+    url: str
+    title: str | None = None
+    description: str | None = None
+    uploader: str | None = None
+    published: str | None = None
+    thumbnail: str | None = None
+    license: str | None = None
+    keywords: list[str] = field(default_factory=list)
+    robots: list[str] = field(default_factory=list)  # lower-cased directives of <meta robots>
+    videos: list[VideoCandidate] = field(default_factory=list)
+    links: list[str] = field(default_factory=list)  # absolute, fragment-less, in page order
+
+    @property
+    def opted_out(self) -> bool:
+        return bool(ROBOTS_OPT_OUT & set(self.robots))
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+# -- helpers -------------------------------------------------------------------------------
+def _clean(text) -> str | None:
+    if text is None:
+        return None
+    if isinstance(text, (int, float)):
+        text = str(text)
+    if not isinstance(text, str):
+        return None
+    text = " ".join(text.split())
+    return text or None
+
+
+def _ext(url: str) -> str:
+    path = urlsplit(url).path.lower()
+    dot = path.rfind(".")
+    return path[dot:] if dot > path.rfind("/") else ""
+
+
+def _absolute(base: str, href: str | None) -> str | None:
+    """``href`` made absolute against ``base`` (fragment dropped), or None for no URL."""
+    if not href:
+        return None
+    href = href.strip()
+    if not href or href.startswith("#"):
+        return None
+    try:
+        url = urljoin(base, href)
+        if url.split(":", 1)[0].lower() in ("http", "https"):
+            url = safe_url_string(url)
+    except ValueError:
+        return None
+    return url.split("#", 1)[0] or None
+
+
+def parse_duration(value) -> float | None:
+    """Seconds from ISO 8601 (``PT1M30S``), ``hh:mm:ss`` or a number."""
+    if value is None or isinstance(value, bool):
+        return None
+    if isinstance(value, (int, float)):
+        return float(value) if value >= 0 else None
+    if not isinstance(value, str):
+        return None
+    value = value.strip()
+    match = ISO_DURATION.match(value)
+    if match and any(match.groupdict().values()):
+        d, h, m, s = (float(match.group(k) or 0) for k in "dhms")
+        return d * 86400 + h * 3600 + m * 60 + s
+    if re.fullmatch(r"\d+(:\d{1,2}){1,2}(\.\d+)?", value):
+        total = 0.0
+        for part in value.split(":"):
+            total = total * 60 + float(part)
+        return total
+    try:
+        seconds = float(value)
+    except ValueError:
+        return None
+    return seconds if seconds >= 0 else None
+
+
+@lru_cache(maxsize=1)
+def _platform_extractors() -> tuple:
+    from yt_dlp.extractor import gen_extractor_classes
+
+    return tuple(ie for ie in gen_extractor_classes() if ie.ie_key() != "Generic")
+
+
+@lru_cache(maxsize=4096)
+def platform_extractor(url: str) -> str | None:
+    """The key of the (non-generic) yt-dlp extractor that handles ``url``, or None."""
+    if not url.lower().startswith(("http://", "https://")):
+        return None
+    for ie in _platform_extractors():
+        try:
+            if ie.suitable(url) and ie.working():
+                return ie.ie_key()
+        except Exception:  # noqa: BLE001 - a broken extractor regex must not break parsing
+            continue
+    return None
+
+
+def _name(value) -> str | None:
+    """A person/organisation name from JSON-LD (a string, an object or a list of them)."""
+    if isinstance(value, list):
+        value = value[0] if value else None
+    if isinstance(value, dict):
+        return _clean(value.get("name"))
+    return _clean(value)
+
+
+def _first_url(value) -> str | None:
+    if isinstance(value, list):
+        value = value[0] if value else None
+    if isinstance(value, dict):
+        value = value.get("url") or value.get("contentUrl") or value.get("@id")
+    return value if isinstance(value, str) else None
+
+
+def _jsonld_objects(sel: Selector) -> list[dict]:
+    found: list[dict] = []
+
+    def walk(node):
+        if isinstance(node, list):
+            for child in node:
+                walk(child)
+        elif isinstance(node, dict):
+            found.append(node)
+            for key in ("@graph", "video", "hasPart", "itemListElement", "item", "mainEntity"):
+                if key in node:
+                    walk(node[key])
+
+    for raw in sel.xpath('//script[@type="application/ld+json"]/text()').getall():
+        try:
+            walk(json.loads(raw, strict=False))
+        except (ValueError, RecursionError):
+            continue
+    return found
+
+
+def _is_type(obj: dict, name: str) -> bool:
+    kind = obj.get("@type")
+    kinds = kind if isinstance(kind, list) else [kind]
+    return any(isinstance(k, str) and k.split("/")[-1] == name for k in kinds)
+
+
+def _classify(url: str) -> tuple[str, str, str | None] | None:
+    """(download_via, pattern override, extractor) for a video URL, None if not a video."""
+    ext = _ext(url)
+    if ext in MANIFEST_EXTENSIONS:
+        return "ytdlp", "manifest", None
+    if ext in VIDEO_EXTENSIONS:
+        return "files", "", None
+    extractor = platform_extractor(url)
+    if extractor:
+        return "ytdlp", "embed", extractor
+    return None
+
+
+# -- the parser ----------------------------------------------------------------------------
+def extract_page(html: str | bytes, url: str) -> PageInfo:
+    """Parse one HTML page fetched from ``url``."""
+    if isinstance(html, bytes):
+        html = html.decode("utf-8", "replace")
+    sel = Selector(text=html or "<html></html>")
+    base = _absolute(url, sel.xpath("//base/@href").get()) or url
+    meta = {}
+    for node in sel.xpath("//meta"):
+        key = (node.attrib.get("property") or node.attrib.get("name")
+               or node.attrib.get("itemprop") or "").strip().lower()  # fmt: skip
+        content = node.attrib.get("content")
+        if key and content is not None and key not in meta:
+            meta[key] = content.strip()
+
+    page = PageInfo(url=url)
+    page.title = _clean(meta.get("og:title")) or _clean(sel.xpath("//title/text()").get())
+    page.description = _clean(meta.get("og:description") or meta.get("description"))
+    page.uploader = _clean(meta.get("author") or meta.get("article:author"))
+    page.published = _clean(
+        meta.get("article:published_time") or meta.get("og:video:release_date")
+        or meta.get("uploaddate") or meta.get("date")
+    )  # fmt: skip
+    page.thumbnail = _absolute(base, meta.get("og:image") or meta.get("twitter:image"))
+    page.keywords = [k for k in (_clean(x) for x in meta.get("keywords", "").split(",")) if k]
+    for node in sel.xpath('//meta[@name]'):
+        if node.attrib["name"].strip().lower() in ("robots", "videopipe"):
+            page.robots += [d.strip().lower() for d in node.attrib.get("content", "").split(",")
+                            if d.strip()]  # fmt: skip
+    license_href = sel.xpath(
+        '//link[contains(concat(" ", normalize-space(@rel), " "), " license ")]/@href'
+        ' | //a[contains(concat(" ", normalize-space(@rel), " "), " license ")]/@href'
+    ).get()  # fmt: skip
+    if not license_href:
+        license_href = next((h for h in sel.xpath("//a/@href").getall() if CC_LICENSE.match(h.strip())), None)
+    page.license = _absolute(base, license_href) or _clean(meta.get("license") or meta.get("dc.rights"))
+    page_duration = parse_duration(meta.get("og:video:duration") or meta.get("video:duration"))
+
+    found: dict[str, VideoCandidate] = {}
+
+    def add(raw_url, pattern: str, default_via: str | None = None, **fields) -> None:
+        video_url = _absolute(base, raw_url) if isinstance(raw_url, str) else None
+        if not video_url:
+            return
+        kind = _classify(video_url)
+        if kind is None and default_via is None:
+            return
+        via, override, extractor = kind or (default_via, "", None)
+        if pattern == "jsonld":
+            override = ""  # the structured data is the stronger signal; keep its name
+        cand = VideoCandidate(url=video_url, download_via=via, pattern=override or pattern,
+                              extractor=extractor, **fields)  # fmt: skip
+        if video_url in found:
+            found[video_url].fill(cand)
+        else:
+            found[video_url] = cand
+
+    page_fields = dict(title=page.title, description=page.description, uploader=page.uploader,
+                       published=page.published, thumbnail=page.thumbnail, license=page.license)  # fmt: skip
+
+    # 1. JSON-LD VideoObject
+    for obj in _jsonld_objects(sel):
+        if not _is_type(obj, "VideoObject"):
+            continue
+        thumb = _first_url(obj.get("thumbnailUrl") or obj.get("thumbnail"))
+        lic = _first_url(obj.get("license")) or _clean(obj.get("license") if isinstance(obj.get("license"), str) else None)
+        fields = dict(
+            title=_clean(obj.get("name")) or page.title,
+            description=_clean(obj.get("description")) or page.description,
+            uploader=_name(obj.get("author") or obj.get("creator") or obj.get("publisher")) or page.uploader,
+            published=_clean(obj.get("uploadDate") or obj.get("datePublished")) or page.published,
+            duration_hint=parse_duration(obj.get("duration")),
+            thumbnail=_absolute(base, thumb) or page.thumbnail,
+            license=_absolute(base, lic) if lic and "/" in lic else (lic or page.license),
+        )  # fmt: skip
+        add(_first_url(obj.get("contentUrl")), "jsonld", "files", **fields)
+        add(_first_url(obj.get("embedUrl")), "jsonld", "ytdlp", **fields)
+
+    # 2. <video src> and <video><source src>
+    for video in sel.xpath("//video"):
+        fields = dict(page_fields, title=_clean(video.attrib.get("title")) or page.title,
+                      thumbnail=_absolute(base, video.attrib.get("poster")) or page.thumbnail,
+                      duration_hint=page_duration)  # fmt: skip
+        add(video.attrib.get("src"), "video_tag", "files", **fields)
+        for source in video.xpath(".//source"):
+            mime = (source.attrib.get("type") or "").split(";")[0].strip().lower()
+            add(source.attrib.get("src"), "source_tag",
+                "ytdlp" if mime in MANIFEST_TYPES else "files", **fields)  # fmt: skip
+
+    # 3. Open Graph
+    og_fields = dict(page_fields, duration_hint=page_duration)
+    for key in ("og:video:secure_url", "og:video:url", "og:video"):
+        if meta.get(key):
+            add(meta[key], "og_video", "files", **og_fields)
+            break
+
+    # 4. Twitter player card
+    add(meta.get("twitter:player:stream"), "twitter", "files", **og_fields)
+    if meta.get("twitter:player"):
+        add(meta["twitter:player"], "twitter", None, **og_fields)  # only a platform embed
+
+    # 5. links to media files and manifests
+    for anchor in sel.xpath("//a[@href]"):
+        href = _absolute(base, anchor.attrib["href"])
+        if not href:
+            continue
+        ext = _ext(href)
+        if ext in LINK_VIDEO_EXTENSIONS or ext in MANIFEST_EXTENSIONS:
+            text = _clean(" ".join(anchor.xpath(".//text()").getall()))
+            add(href, "link", None, **dict(page_fields, title=text or page.title))
+
+    # 6. platform embeds
+    for src in sel.xpath("//iframe/@src | //embed/@src | //object/@data").getall():
+        add(src, "embed", None, **page_fields)
+
+    page.videos = list(found.values())
+
+    # links to follow: <a href>, http(s)-looking pages only, no media, each once
+    seen: set[str] = set()
+    for href in sel.xpath("//a/@href").getall():
+        link = _absolute(base, href)
+        if not link or link in seen or link in found:
+            continue
+        ext = _ext(link)
+        if ext in VIDEO_EXTENSIONS or ext in MANIFEST_EXTENSIONS or ext in NOT_PAGE_EXTENSIONS:
+            continue
+        seen.add(link)
+        page.links.append(link)
+    return page

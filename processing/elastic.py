@@ -1,0 +1,492 @@
+"""ElasticCatalogue: the catalogue and its search on Elasticsearch (index template, alias, bulk).
+
+Documents are written through an alias (``ELASTICSEARCH_INDEX``, default ``videos``) that points
+at a concrete index ``<alias>-<n>`` made from an index template with explicit mappings, so the
+index can be rebuilt (``rebuild()``) and the alias swapped atomically. Writes are bulk requests
+(``elasticsearch.helpers.streaming_bulk``) keyed by ``_id = video_id`` (idempotent), retried
+with exponential back-off on 429 and 5xx. Search takes the same ``SearchQuery`` as the embedded
+engine: BM25 over the text fields, blended with a kNN over the MiniLM text embedding, filters,
+facet aggregations and paging; ``similar`` is a kNN over the video descriptor of the same model.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+import urllib.request
+import uuid
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Callable, Iterable, Iterator, Mapping
+
+import settings
+from processing.catalogue import Catalogue, Document
+from processing.search import (
+    SearchHit,
+    SearchQuery,
+    SearchResult,
+    doc_tags,
+    embedding_text,
+    label_text,
+    public_doc,
+)
+
+log = logging.getLogger(__name__)
+
+KIBANA_DIR = Path(__file__).resolve().parent.parent / "deploy" / "kibana"
+RETRY_STATUS = frozenset({429, 500, 502, 503, 504})
+TEXT_FIELDS = {"title": 3.0, "description": 1.0, "caption": 1.5, "ocr_text": 1.0, "transcript": 1.0, "tags.text": 2.0}
+DATE_FIELDS = ("fetched_at", "processed_at", "indexed_at")
+
+
+def _text_with_keyword(analyzer: str = "standard") -> dict:
+    return {"type": "text", "analyzer": analyzer, "fields": {"keyword": {"type": "keyword", "ignore_above": 512}}}
+
+
+def index_template(alias: str | None = None, shards: int = 1, replicas: int = 0) -> dict[str, Any]:
+    """The composable index template body for ``<alias>-*`` with explicit mappings."""
+    alias = alias or settings.ELASTICSEARCH_INDEX
+    keyword = {"type": "keyword"}
+    properties: dict[str, Any] = {
+        "video_id": keyword, "url": keyword, "page_url": keyword, "source": keyword,
+        "title": _text_with_keyword("english"), "description": _text_with_keyword("english"),
+        "caption": _text_with_keyword("english"), "ocr_text": _text_with_keyword(),
+        "transcript": _text_with_keyword("english"),
+        "tags": {"type": "keyword", "fields": {"text": {"type": "text", "analyzer": "english"}}},
+        "license": keyword, "uploader": keyword, "extractor": keyword, "platform_id": keyword,
+        "status": keyword, "duplicate_of": keyword, "similarity": {"type": "float"},
+        "is_canonical": {"type": "boolean"}, "duplicate_count": {"type": "integer"},
+        "container": keyword, "video_codec": keyword, "audio_codec": keyword,
+        "duration": {"type": "float"}, "width": {"type": "integer"}, "height": {"type": "integer"},
+        "resolution": keyword, "fps": {"type": "float"}, "size_bytes": {"type": "long"},
+        "bit_rate": {"type": "long"}, "view_count": {"type": "long"},
+        "fetched_at": {"type": "date"}, "processed_at": {"type": "date"}, "indexed_at": {"type": "date"},
+        "published": keyword,
+        "error_stages": keyword, "errors": {"type": "flattened"},
+        "path": {"type": "keyword", "index": False}, "thumbnail_path": {"type": "keyword", "index": False},
+        "phash": keyword, "sha256": keyword,
+        "embedding_model": keyword, "text_model": keyword,
+        "vector": {"type": "dense_vector", "index": True, "similarity": "cosine"},
+        "text_vector": {"type": "dense_vector", "index": True, "similarity": "cosine"},
+        "labels": {"type": "object", "enabled": False},
+        "doc": {"type": "object", "enabled": False},  # the catalogue document as written
+    }  # fmt: skip
+    return {
+        "index_patterns": [f"{alias}-*"],
+        "priority": 200,
+        "_meta": {"description": "videopipe catalogue", "managed_by": "python -m processing es-setup"},
+        "template": {
+            "settings": {"number_of_shards": shards, "number_of_replicas": replicas},
+            "mappings": {"dynamic": False, "properties": properties},
+        },
+    }
+
+
+def _date(value) -> str | None:
+    if not isinstance(value, str) or not value:
+        return None
+    try:
+        return datetime.fromisoformat(value.replace("Z", "+00:00")).isoformat()
+    except ValueError:
+        return None
+
+
+def to_es_doc(doc: Mapping[str, Any], text_vector=None, text_model: str | None = None) -> dict[str, Any]:
+    """The Elasticsearch source of a catalogue document (searchable fields + the document)."""
+    width, height = doc.get("width"), doc.get("height")
+    out: dict[str, Any] = {
+        k: doc.get(k)
+        for k in (
+            "video_id", "url", "page_url", "source", "title", "description", "license", "uploader",
+            "extractor", "platform_id", "status", "duplicate_of", "similarity", "container",
+            "video_codec", "audio_codec", "duration", "width", "height", "fps", "size_bytes",
+            "bit_rate", "view_count", "published", "path", "thumbnail_path", "phash", "sha256",
+        )
+    }  # fmt: skip
+    out["status"] = out["status"] or "indexed"
+    out["license"] = doc["license"].strip().lower() if isinstance(doc.get("license"), str) else None
+    out["caption"] = label_text(doc, "caption")
+    out["ocr_text"] = label_text(doc, "ocr")
+    out["transcript"] = label_text(doc, "transcript")
+    out["tags"] = doc_tags(doc)
+    out["resolution"] = f"{width}x{height}" if width and height else None
+    out["is_canonical"] = out["status"] == "indexed"
+    for name in ("fetched_at", "processed_at"):
+        out[name] = _date(doc.get(name))
+    out["indexed_at"] = datetime.now(timezone.utc).isoformat(timespec="milliseconds")
+    errors = doc.get("errors") if isinstance(doc.get("errors"), dict) else {}
+    out["errors"] = {k: str(v)[:1000] for k, v in errors.items()}
+    out["error_stages"] = sorted(errors)
+    out["labels"] = doc.get("labels") or {}
+    vec = doc.get("vector")
+    if isinstance(vec, (list, tuple)) and vec:
+        out["vector"] = [float(x) for x in vec]
+        out["embedding_model"] = doc.get("embedding_model")
+    if text_vector is not None:
+        out["text_vector"] = [float(x) for x in text_vector]
+        out["text_model"] = text_model
+    out["doc"] = public_doc(doc)
+    return {k: v for k, v in out.items() if v is not None}
+
+
+def _filters(q: SearchQuery) -> list[dict]:
+    f: list[dict] = []
+    if q.status:
+        f.append({"term": {"status": q.status}})
+    if q.source:
+        f.append({"term": {"source": q.source}})
+    if q.license:
+        f.append({"term": {"license": q.license}})
+    for tag in q.tags:
+        f.append({"term": {"tags": tag}})
+    duration = {k: v for k, v in (("gte", q.min_duration), ("lte", q.max_duration)) if v is not None}
+    if duration:
+        f.append({"range": {"duration": duration}})
+    if q.min_width is not None:
+        f.append({"range": {"width": {"gte": q.min_width}}})
+    if q.min_height is not None:
+        f.append({"range": {"height": {"gte": q.min_height}}})
+    return f
+
+
+def _aggs() -> dict:
+    size = settings.SEARCH_FACET_SIZE
+    return {
+        "tags": {"terms": {"field": "tags", "size": size}},
+        "sources": {"terms": {"field": "source", "size": size}},
+        "licenses": {"terms": {"field": "license", "size": size}},
+    }
+
+
+def search_body(q: SearchQuery, query_vector=None, alpha: float | None = None) -> dict[str, Any]:
+    """The _search request for ``q``: BM25 (weight alpha) + kNN on text_vector (1 - alpha)."""
+    alpha = settings.SEARCH_BM25_WEIGHT if alpha is None else alpha
+    filters = _filters(q)
+    body: dict[str, Any] = {
+        "from": q.offset,
+        "size": q.per_page,
+        "track_total_hits": True,
+        "_source": {"excludes": ["vector", "text_vector"]},
+        "aggs": _aggs(),
+    }
+    if q.text:
+        body["query"] = {
+            "bool": {
+                "must": [{
+                    "multi_match": {
+                        "query": q.text, "type": "best_fields", "operator": "or",
+                        "fields": [f"{k}^{w:g}" for k, w in TEXT_FIELDS.items()],
+                        "boost": alpha if query_vector is not None else 1.0,
+                    }
+                }],
+                "filter": filters,
+            }
+        }  # fmt: skip
+        if query_vector is not None:
+            k = max(settings.SEARCH_SEMANTIC_K, q.offset + q.per_page)
+            body["knn"] = {
+                "field": "text_vector", "query_vector": [float(x) for x in query_vector], "k": k,
+                "num_candidates": min(max(2 * k, 100), 10_000), "filter": filters,
+                "similarity": settings.SEARCH_SEMANTIC_MIN, "boost": 1.0 - alpha,
+            }  # fmt: skip
+    else:
+        body["query"] = {"bool": {"filter": filters}}
+        body["sort"] = [{"indexed_at": {"order": "desc", "unmapped_type": "date"}}, {"video_id": "asc"}]
+    return body
+
+
+def similar_body(vector, model: str | None, video_id: str, q: SearchQuery) -> dict[str, Any]:
+    """A kNN over the video descriptors of the same model, excluding the video itself."""
+    filters = _filters(q) + [{"term": {"embedding_model": model}}] if model else _filters(q)
+    k = q.offset + q.per_page
+    return {
+        "from": q.offset,
+        "size": q.per_page,
+        "_source": {"excludes": ["vector", "text_vector"]},
+        "knn": {
+            "field": "vector", "query_vector": [float(x) for x in vector], "k": k,
+            "num_candidates": min(max(2 * k, 100), 10_000),
+            "filter": {"bool": {"filter": filters, "must_not": [{"ids": {"values": [video_id]}}]}},
+        },
+        "aggs": _aggs(),
+    }  # fmt: skip
+
+
+def parse_response(q: SearchQuery, resp: Mapping[str, Any], similar_to: str | None = None) -> SearchResult:
+    hits = []
+    for h in resp.get("hits", {}).get("hits", []):
+        src = h.get("_source", {})
+        doc = src.get("doc") or {k: v for k, v in src.items() if k != "doc"}
+        hits.append(SearchHit(h["_id"], float(h.get("_score") or 0.0), doc))
+    total = resp.get("hits", {}).get("total", 0)
+    total = total.get("value", 0) if isinstance(total, dict) else int(total or 0)
+    facets = {
+        name: [(b["key"], b["doc_count"]) for b in agg.get("buckets", [])]
+        for name, agg in (resp.get("aggregations") or {}).items()
+    }
+    return SearchResult(q, total, hits, facets, similar_to=similar_to, backend="elasticsearch")
+
+
+# --- bulk writes with retries ------------------------------------------------------------------
+class BulkError(RuntimeError):
+    """Some documents could not be written (after retries, or rejected by the mapping)."""
+
+    def __init__(self, failures: dict[str, str]):
+        super().__init__(f"{len(failures)} document(s) not written: " + "; ".join(
+            f"{k[:12]}: {v}" for k, v in list(failures.items())[:5]))  # fmt: skip
+        self.failures = failures
+
+
+def bulk_write(
+    client,
+    actions: list[dict],
+    max_retries: int | None = None,
+    backoff: float | None = None,
+    chunk_size: int | None = None,
+    sleep: Callable[[float], None] = time.sleep,
+) -> dict[str, int]:
+    """Send ``actions`` (each with ``_id``) in bulk; retry 429/5xx items and failed requests.
+
+    Returns counts {"written", "retries"}; raises ``BulkError`` naming the documents that were
+    rejected (4xx other than 429) or still failing after ``max_retries`` back-offs.
+    """
+    from elastic_transport import ConnectionError as TransportConnectionError
+    from elastic_transport import ConnectionTimeout
+    from elasticsearch import helpers
+
+    max_retries = settings.ELASTICSEARCH_MAX_RETRIES if max_retries is None else max_retries
+    backoff = settings.ELASTICSEARCH_BACKOFF if backoff is None else backoff
+    chunk_size = chunk_size or settings.ELASTICSEARCH_BULK_CHUNK
+    pending = {a["_id"]: a for a in actions}
+    failures: dict[str, str] = {}
+    written = retries = 0
+    for attempt in range(max_retries + 1):
+        retry: dict[str, dict] = {}
+        try:
+            for ok, info in helpers.streaming_bulk(
+                client, list(pending.values()), chunk_size=chunk_size, max_retries=0,
+                raise_on_error=False, raise_on_exception=False,
+            ):  # fmt: skip
+                op = next(iter(info.values()))
+                _id = op.get("_id")
+                if ok:
+                    written += 1
+                    continue
+                status = op.get("status")
+                if status in RETRY_STATUS and _id in pending:
+                    retry[_id] = pending[_id]
+                    failures[_id] = f"http_{status}"
+                else:
+                    failures[_id] = f"rejected_{status}: {json.dumps(op.get('error'))[:300]}"
+        except (TransportConnectionError, ConnectionTimeout) as exc:  # the whole request failed
+            retry = pending
+            failures.update({k: f"connection_error: {exc}" for k in pending})
+        for _id in pending:
+            if _id not in retry and failures.get(_id, "").startswith(("http_", "connection_error")):
+                failures.pop(_id, None)
+        if not retry:
+            break
+        if attempt < max_retries:
+            retries += 1
+            delay = backoff * (2**attempt)
+            log.warning("elasticsearch bulk: retrying %d document(s) in %.1f s", len(retry), delay)
+            sleep(delay)
+        pending = retry
+    if failures:
+        raise BulkError(failures)
+    return {"written": written, "retries": retries}
+
+
+# --- the backend --------------------------------------------------------------------------------
+def make_client(url: str | None = None, **kwargs):
+    """An Elasticsearch client from settings (API key or basic auth from the environment)."""
+    from elasticsearch import Elasticsearch
+
+    url = url or settings.ELASTICSEARCH_URL
+    if not url:
+        raise ValueError("ELASTICSEARCH_URL is not set")
+    opts: dict[str, Any] = {"request_timeout": 30, "retry_on_timeout": True, "max_retries": 2}
+    if settings.ELASTICSEARCH_API_KEY:
+        opts["api_key"] = settings.ELASTICSEARCH_API_KEY
+    elif settings.ELASTICSEARCH_USERNAME:
+        opts["basic_auth"] = (settings.ELASTICSEARCH_USERNAME, settings.ELASTICSEARCH_PASSWORD)
+    if settings.ELASTICSEARCH_CA_CERTS:
+        opts["ca_certs"] = settings.ELASTICSEARCH_CA_CERTS
+    opts.update(kwargs)
+    return Elasticsearch(url, **opts)
+
+
+class ElasticCatalogue(Catalogue):
+    """The catalogue on Elasticsearch; every write and read goes through the alias."""
+
+    def __init__(self, url: str | None = None, index: str | None = None, client=None,
+                 embedder=None, text_vectors: bool | None = None, refresh: bool | str = False):  # fmt: skip
+        self.alias = index or settings.ELASTICSEARCH_INDEX
+        if not self.alias or self.alias != self.alias.lower() or "*" in self.alias:
+            raise ValueError(f"ELASTICSEARCH_INDEX must be a lower-case index name, got {self.alias!r}")
+        self.client = client if client is not None else make_client(url)
+        self.text_vectors = settings.SEARCH_SEMANTIC if text_vectors is None else text_vectors
+        self._embedder = embedder
+        self.refresh = refresh
+        self._ready = False
+
+    @property
+    def embedder(self):
+        if self._embedder is None and self.text_vectors:
+            from processing.textembed import TextEmbedder
+
+            self._embedder = TextEmbedder.shared()
+        return self._embedder
+
+    # -- set-up --
+    def setup(self) -> dict[str, Any]:
+        """Put the index template and create the first index behind the alias (idempotent)."""
+        self.client.indices.put_index_template(name=self.alias, body=index_template(self.alias))
+        created = None
+        if not self.client.indices.exists_alias(name=self.alias):
+            created = f"{self.alias}-000001"
+            self.client.indices.create(index=created, aliases={self.alias: {"is_write_index": True}})
+        self._ready = True
+        return {"template": self.alias, "alias": self.alias, "created_index": created}
+
+    def rebuild(self) -> str:
+        """Reindex into a fresh index from the current template and swap the alias atomically."""
+        self.setup()
+        old = list(self.client.indices.get_alias(name=self.alias))
+        new = f"{self.alias}-{datetime.now(timezone.utc):%Y%m%d%H%M%S}-{uuid.uuid4().hex[:4]}"
+        self.client.indices.create(index=new)
+        self.client.reindex(source={"index": self.alias}, dest={"index": new}, wait_for_completion=True, refresh=True)
+        actions = [{"remove": {"index": i, "alias": self.alias}} for i in old]
+        actions.append({"add": {"index": new, "alias": self.alias, "is_write_index": True}})
+        self.client.indices.update_aliases(actions=actions)
+        return new
+
+    def _ensure(self):
+        if not self._ready:
+            self.setup()
+
+    # -- the four catalogue methods --
+    def upsert(self, docs: Iterable[Document]) -> None:
+        docs = [d for d in docs if d.get("video_id")]
+        if not docs:
+            return
+        self._ensure()
+        vectors = [None] * len(docs)
+        embedder = self.embedder
+        if embedder is not None:
+            texts = [embedding_text(d) for d in docs]
+            idx = [i for i, t in enumerate(texts) if t]
+            if idx:
+                for i, vec in zip(idx, embedder.encode([texts[i] for i in idx])):
+                    vectors[i] = vec
+        actions = [
+            {"_op_type": "index", "_index": self.alias, "_id": d["video_id"],
+             "_source": to_es_doc(d, v, embedder.name if embedder is not None and v is not None else None)}
+            for d, v in zip(docs, vectors)
+        ]  # fmt: skip
+        bulk_write(self.client, actions)
+        if self.refresh:
+            self.client.indices.refresh(index=self.alias)
+
+    def get(self, video_id: str) -> Document | None:
+        from elasticsearch import NotFoundError
+
+        try:
+            resp = self.client.get(index=self.alias, id=video_id)
+        except NotFoundError:
+            return None
+        src = resp["_source"]
+        doc = dict(src.get("doc") or {})
+        if "vector" in src:
+            doc["vector"] = src["vector"]
+        return doc
+
+    def list(self, status: str | None = None, limit: int = 100, offset: int = 0) -> list[Document]:
+        self._ensure()
+        query = {"term": {"status": status}} if status else {"match_all": {}}
+        resp = self.client.search(
+            index=self.alias, query=query, from_=offset, size=limit, source_excludes=["text_vector"],
+            sort=[{"indexed_at": {"order": "desc", "unmapped_type": "date"}}, {"video_id": "asc"}],
+        )  # fmt: skip
+        return [self._doc(h["_source"]) for h in resp["hits"]["hits"]]
+
+    def counts(self) -> dict[str, int]:
+        self._ensure()
+        resp = self.client.search(index=self.alias, size=0, aggs={"s": {"terms": {"field": "status", "size": 50}}})
+        return {b["key"]: b["doc_count"] for b in resp["aggregations"]["s"]["buckets"]}
+
+    @staticmethod
+    def _doc(src: Mapping[str, Any]) -> Document:
+        doc = dict(src.get("doc") or {})
+        if "vector" in src:
+            doc["vector"] = src["vector"]
+        return doc
+
+    # -- reading for people --
+    def iter_all(self, status: str | None = None, batch: int = 500) -> Iterator[Document]:
+        from elasticsearch import helpers
+
+        query = {"query": {"term": {"status": status}}} if status else {"query": {"match_all": {}}}
+        for hit in helpers.scan(self.client, index=self.alias, query=query, size=batch, source_excludes=["text_vector"]):
+            yield self._doc(hit["_source"])
+
+    def duplicates_of(self, canonical_id: str) -> list[Document]:
+        resp = self.client.search(
+            index=self.alias, size=1000, source_excludes=["vector", "text_vector"],
+            query={"bool": {"filter": [{"term": {"duplicate_of": canonical_id}}],
+                            "must_not": [{"ids": {"values": [canonical_id]}}]}},
+            sort=[{"similarity": {"order": "desc", "unmapped_type": "float"}}, {"video_id": "asc"}],
+        )  # fmt: skip
+        return [self._doc(h["_source"]) for h in resp["hits"]["hits"]]
+
+    def search(self, query: SearchQuery) -> SearchResult:
+        self._ensure()
+        qvec = None
+        if query.text and query.semantic and self.embedder is not None:
+            qvec = self.embedder.encode([query.text])[0]
+        resp = self.client.search(index=self.alias, **search_body(query, qvec))
+        return parse_response(query, resp.body if hasattr(resp, "body") else resp)
+
+    def similar(self, video_id: str, query: SearchQuery | None = None) -> SearchResult:
+        query = query or SearchQuery()
+        doc = self.get(video_id)
+        if not doc or not doc.get("vector"):
+            return SearchResult(query, 0, [], {}, similar_to=video_id, backend="elasticsearch")
+        body = similar_body(doc["vector"], doc.get("embedding_model"), video_id, query)
+        resp = self.client.search(index=self.alias, **body)
+        return parse_response(query, resp.body if hasattr(resp, "body") else resp, similar_to=video_id)
+
+    def close(self) -> None:
+        self.client.close()
+
+
+# --- Kibana saved objects ------------------------------------------------------------------------
+def kibana_import(kibana_url: str, files: list[Path] | None = None, timeout: float = 30.0) -> list[dict]:
+    """POST each NDJSON file to Kibana's saved-objects ``_import?overwrite=true``; returns the replies."""
+    files = files or sorted(KIBANA_DIR.glob("*.ndjson"))
+    headers = {"kbn-xsrf": "true"}
+    if settings.KIBANA_API_KEY or settings.ELASTICSEARCH_API_KEY:
+        headers["Authorization"] = f"ApiKey {settings.KIBANA_API_KEY or settings.ELASTICSEARCH_API_KEY}"
+    elif settings.ELASTICSEARCH_USERNAME:
+        import base64
+
+        token = base64.b64encode(f"{settings.ELASTICSEARCH_USERNAME}:{settings.ELASTICSEARCH_PASSWORD}".encode())
+        headers["Authorization"] = f"Basic {token.decode()}"
+    replies = []
+    for path in files:
+        boundary = uuid.uuid4().hex
+        body = (
+            f"--{boundary}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"{path.name}\"\r\n"
+            "Content-Type: application/ndjson\r\n\r\n"
+        ).encode() + path.read_bytes() + f"\r\n--{boundary}--\r\n".encode()
+        req = urllib.request.Request(
+            kibana_url.rstrip("/") + "/api/saved_objects/_import?overwrite=true", data=body, method="POST",
+            headers={**headers, "Content-Type": f"multipart/form-data; boundary={boundary}"},
+        )  # fmt: skip
+        with urllib.request.urlopen(req, timeout=timeout) as resp:
+            reply = json.loads(resp.read() or b"{}")
+        if not reply.get("success", False):
+            raise RuntimeError(f"Kibana import of {path.name} failed: {json.dumps(reply.get('errors'))[:500]}")
+        replies.append({"file": path.name, **reply})
+    return replies

@@ -1,0 +1,186 @@
+"""The SQLite catalogue (upsert/get/list/counts, duplicates, old files) and the exports."""
+
+import argparse
+import csv
+import hashlib
+import json
+import sqlite3
+import subprocess
+
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+
+from crawler.items import VideoItem
+from processing.catalogue import SqliteCatalogue, open_catalogue
+from processing.export import Exporter
+from processing.search import SearchQuery
+
+MODEL = "efficientnet-lite0"
+
+
+def vid(name: str) -> str:
+    return hashlib.sha256(name.encode()).hexdigest()
+
+
+def unit(*xs) -> list[float]:
+    v = np.asarray(xs, dtype=np.float32)
+    return [float(x) for x in v / np.linalg.norm(v)]
+
+
+def make_doc(name, title, *, vector=None, tags=(), labels=None, status="indexed", path=None,
+             thumbnail=None, **fields):
+    """A catalogue document shaped as the workers write it: VideoItem.to_dict() + vector."""
+    item = VideoItem(url=f"https://videos.example.org/{name}.mp4", source=fields.pop("source", "web"),
+                     title=title, tags=list(tags), **fields)
+    doc = item.to_dict()
+    doc.update(video_id=vid(name), sha256=vid(name), status=status, path=str(path) if path else None,
+               thumbnail_path=str(thumbnail) if thumbnail else None, labels=labels or {},
+               processed_at="2026-11-23T20:00:00+00:00")
+    if vector is not None:
+        doc["vector"] = vector
+        doc["embedding_model"] = fields.get("embedding_model") or MODEL
+    return doc
+
+
+def thumbnail_of(video, out):
+    subprocess.run(["ffmpeg", "-v", "error", "-y", "-ss", "1", "-i", str(video), "-frames:v", "1",
+                    "-vf", "scale=320:-2", str(out)], check=True, timeout=60)  # fmt: skip
+    return out
+
+
+def corpus(media, thumbs_dir):
+    """Eight videos: kept ones with labels, a near-duplicate pair, a failed and a rejected one."""
+    thumbs_dir.mkdir(parents=True, exist_ok=True)
+    th = {k: thumbnail_of(p, thumbs_dir / f"{k}.jpg") for k, p in media.items()}
+    cap = lambda text: {"model": "blip-test", "text": text}  # noqa: E731
+    tags = lambda *n: {"model": "efficientnet-lite0", "tags": [{"name": x, "score": 0.8} for x in n]}  # noqa: E731
+    return [
+        make_doc("dog", "A dog running on the beach", vector=unit(1, 0, 0, 0), tags=["pets"],
+                 labels={"imagenet": tags("golden retriever", "seashore"), "caption": cap("a dog runs along the sand")},
+                 duration=20.0, width=640, height=360, license="CC-BY", path=media["bigbuckbunny"],
+                 thumbnail=th["bigbuckbunny"]),
+        make_doc("puppy", "Happy pup by the sea", vector=unit(0.95, 0.3, 0, 0),
+                 labels={"caption": cap("a young golden puppy plays in the waves at the seaside")},
+                 duration=12.0, width=1280, height=720, license="cc-by", path=media["bikes"], thumbnail=th["bikes"]),
+        make_doc("bikes", "Mountain bikes downhill race", vector=unit(0, 1, 0, 0), tags=["sport"],
+                 labels={"imagenet": tags("mountain bike"), "transcript": {"model": "whisper-tiny", "text": "and the riders take the jump"}},
+                 duration=30.0, width=1920, height=1080, license="cc0", source="archive",
+                 path=media["bikes"], thumbnail=th["bikes"]),
+        make_doc("phone", "Man talking on a car phone", vector=unit(0, 0, 1, 0),
+                 labels={"ocr": {"model": "rapidocr", "text": "CARPHONE 1998"}, "faces": {"model": "haar", "present": True}},
+                 duration=8.0, width=176, height=144, path=media["carphone_pristine"], thumbnail=th["carphone_pristine"]),
+        make_doc("world", "Hello world demo", vector=unit(0, 0, 0, 1), tags=["demo"],
+                 duration=5.0, width=640, height=480, license="cc-by-sa", path=media["gradio_world"],
+                 thumbnail=th["gradio_world"]),
+        make_doc("world-copy", "Hello world demo (re-upload)", vector=unit(0, 0.05, 0, 1), tags=["demo"],
+                 status="duplicate", duplicate_of=vid("world"), similarity=0.987, duration=5.0, width=640,
+                 height=480, path=media["gradio_a"], thumbnail=th["gradio_a"]),
+        make_doc("world-copy2", "hello world demo", vector=unit(0, 0.1, 0, 1), status="duplicate",
+                 duplicate_of=vid("world"), similarity=0.95, path=media["gradio_b"]),
+        make_doc("broken", "Dog video that would not decode", status="failed", errors={"frames": "decode_error: EOF"}),
+        make_doc("long", "A dog movie, four hours", status="rejected", errors={"filters": "too_long: 20000 s"}),
+    ]  # fmt: skip
+
+
+@pytest.fixture
+def cat(data_dir):
+    with SqliteCatalogue() as c:
+        yield c
+
+
+def test_upsert_get_list_counts_replace_by_id(cat):
+    a = make_doc("a", "first title")
+    b = make_doc("b", "second", status="failed", errors={"probe": "timeout"})
+    cat.upsert([a, b])
+    cat.upsert([{**a, "title": "renamed"}])  # idempotent by video_id: replaced, not added
+    assert cat.get(vid("a"))["title"] == "renamed"
+    assert cat.get("0" * 64) is None
+    assert cat.counts() == {"indexed": 1, "failed": 1}
+    assert [d["video_id"] for d in cat.list(status="failed")] == [vid("b")]
+    assert len(cat.list()) == 2 and len(cat.list(limit=1, offset=1)) == 1
+    hits = cat.search(SearchQuery("renamed", semantic=False)).hits
+    assert [h.doc["title"] for h in hits] == ["renamed"]
+    assert cat.search(SearchQuery("first", semantic=False)).total == 0  # the old text is gone
+    assert open_catalogue().get(vid("a"))["title"] == "renamed"  # the default backend is this file
+
+
+def test_odd_documents_are_stored_and_still_searchable(cat):
+    odd = make_doc("odd", "Odd one", license=42, labels={"ocr": "not a dict", "caption": {"text": None},
+                                                          "imagenet": {"tags": ["plain", {"name": None}]}})
+    odd["vector"] = [0.0, 0.0]  # a zero vector: stored, not indexed for similarity
+    odd["width"] = "wide"
+    cat.upsert([odd])
+    assert cat.get(vid("odd"))["width"] == "wide"
+    hits = cat.search(SearchQuery("odd", semantic=False)).hits
+    assert [h.video_id for h in hits] == [vid("odd")]
+    assert "plain" in [t for t, _ in cat.search(SearchQuery(semantic=False)).facets["tags"]]
+    assert cat.similar(vid("odd")).total == 0
+
+
+def test_an_older_catalogue_file_is_indexed_when_opened(data_dir):
+    path = data_dir / "old.sqlite"
+    db = sqlite3.connect(path)
+    db.execute("CREATE TABLE videos (video_id TEXT PRIMARY KEY, status TEXT NOT NULL, url TEXT, source TEXT,"
+               " duplicate_of TEXT, updated_at TEXT, doc TEXT NOT NULL)")
+    doc = make_doc("legacy", "Legacy sunset timelapse", tags=["sunset"])
+    db.execute("INSERT INTO videos VALUES (?,?,?,?,?,?,?)",
+               (doc["video_id"], "indexed", doc["url"], "web", None, "2026-01-01", json.dumps(doc)))
+    db.commit()
+    db.close()
+    with SqliteCatalogue(path) as c:
+        assert c.search(SearchQuery("sunset", semantic=False)).total == 1
+        assert c.search(SearchQuery(tags=["sunset"])).total == 1
+
+
+def test_duplicate_cluster_from_either_side(cat, media, tmp_path):
+    cat.upsert(corpus(media, tmp_path / "thumbs"))
+    for asked in (vid("world"), vid("world-copy2")):
+        cluster = cat.duplicates(asked)
+        assert cluster["canonical"]["video_id"] == vid("world")
+        assert [(d["video_id"], d["similarity"]) for d in cluster["duplicates"]] == [
+            (vid("world-copy"), 0.987), (vid("world-copy2"), 0.95)]
+    assert cat.duplicates(vid("dog"))["duplicates"] == []
+    assert cat.duplicates("f" * 64) is None
+
+
+@pytest.mark.parametrize("fmt", ["jsonl", "csv", "parquet"])
+def test_export_writes_kept_videos_and_the_duplicate_map(cat, media, tmp_path, fmt):
+    cat.upsert(corpus(media, tmp_path / "thumbs"))
+    report = Exporter(cat, tmp_path / "out", fmt).run()
+    path = tmp_path / "out" / f"videos.{fmt}"
+    if fmt == "jsonl":
+        rows = [json.loads(line) for line in path.read_text().splitlines()]
+    elif fmt == "csv":
+        rows = list(csv.DictReader(path.open()))
+    else:
+        rows = pq.read_table(path).to_pylist()
+    assert report["rows"] == len(rows) == 5
+    by_id = {r["video_id"]: r for r in rows}
+    assert set(by_id) == {vid(n) for n in ("dog", "puppy", "bikes", "phone", "world")}
+    dog = by_id[vid("dog")]
+    assert dog["path"] == str(media["bigbuckbunny"]) and dog["status"] == "indexed"
+    assert dog["caption"] == "a dog runs along the sand"
+    all_tags = dog["all_tags"] if fmt == "jsonl" else json.loads(dog["all_tags"])
+    assert all_tags == ["pets", "golden retriever", "seashore"]
+    assert float(dog["duration"]) == 20.0
+    assert "vector" not in dog
+    dupmap = json.loads((tmp_path / "out" / "duplicates.json").read_text())
+    assert dupmap == {vid("world"): sorted([vid("world-copy"), vid("world-copy2")])}
+
+
+def test_export_cli_with_duplicates(cat, media, tmp_path, capsys):
+    from processing.search_cli import register
+
+    cat.upsert(corpus(media, tmp_path / "thumbs"))
+    parser = argparse.ArgumentParser()
+    register(parser.add_subparsers(dest="command"))
+    args = parser.parse_args(["export", "--format", "jsonl", "--out", str(tmp_path / "o"),
+                              "--include-duplicates", "--json"])
+    assert args.func(args) == 0
+    report = json.loads(capsys.readouterr().out)
+    rows = [json.loads(x) for x in (tmp_path / "o" / "videos.jsonl").read_text().splitlines()]
+    assert report["rows"] == len(rows) == 7
+    copy = next(r for r in rows if r["video_id"] == vid("world-copy"))
+    assert copy["status"] == "duplicate" and copy["duplicate_of"] == vid("world")
+    assert report["catalogue"] == {"indexed": 5, "duplicate": 2, "failed": 1, "rejected": 1}
