@@ -90,3 +90,4 @@ def project_env(**extra) -> dict:
 
 
 PYTHON = sys.executable
+from tests.site import site  # noqa: E402,F401  (the local HTTP test site fixture)

@@ -1,0 +1,121 @@
+"""The media functions (sha256, probe, phash, hamming) on the real clips and on broken copies."""
+
+from __future__ import annotations
+
+import hashlib
+import subprocess
+
+import pytest
+
+import settings
+from pipelines.media import MediaError, hamming, phash, probe, probe_ffprobe, sha256_file
+
+
+def ffmpeg(*args) -> None:
+    subprocess.run(["ffmpeg", "-v", "error", "-y", *map(str, args)], check=True, timeout=120)
+
+
+@pytest.fixture(scope="module")
+def copies(media, tmp_path_factory):
+    """Re-encoded (-crf 35) and half-size copies of two clips, made with ffmpeg."""
+    out = tmp_path_factory.mktemp("copies")
+    made = {}
+    for name in ("bikes", "carphone_pristine"):
+        src = media[name]
+        made[f"{name}_crf35"] = out / f"{name}_crf35.mp4"
+        ffmpeg("-i", src, "-c:v", "libx264", "-crf", "35", "-an", made[f"{name}_crf35"])
+        made[f"{name}_half"] = out / f"{name}_half.mp4"
+        ffmpeg("-i", src, "-vf", "scale=trunc(iw/4)*2:trunc(ih/4)*2", "-an", made[f"{name}_half"])
+    return made
+
+
+def test_sha256_streams_the_bytes(media):
+    path = media["bikes"]
+    assert sha256_file(path, chunk_size=4096) == hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def test_probe_reads_every_clip_like_ffprobe(media):
+    for name, path in media.items():
+        fast, slow = probe(path, 10), probe_ffprobe(path, 10)
+        for key in ("width", "height", "video_codec", "audio_codec", "fps", "frame_count",
+                    "audio_channels", "audio_sample_rate", "rotation"):  # fmt: skip
+            assert fast[key] == slow[key], (name, key, fast[key], slow[key])
+        assert fast["duration"] == pytest.approx(slow["duration"], abs=0.1), name
+    bikes = probe(media["bikes"], 10)
+    assert (bikes["width"], bikes["height"], bikes["fps"], bikes["duration"]) == (640, 272, 25.0, 10.0)
+    assert bikes["audio_codec"] is None and bikes["frame_count"] == 250
+
+
+def test_probe_reads_rotation(media, tmp_path):
+    rotated = tmp_path / "rotated.mp4"
+    ffmpeg("-i", media["gradio_b"], "-c", "copy", "-metadata:s:v:0", "rotate=90", rotated)
+    assert abs(probe(rotated)["rotation"]) == 90
+
+
+@pytest.mark.parametrize(
+    ("content", "code"),
+    [
+        (b"", "empty_file"),
+        (b"<!doctype html><html><body>not a video</body></html>" * 50, "not_a_video"),
+        (bytes(range(256)) * 400, "not_a_video"),
+    ],
+    ids=["zero-byte", "html", "noise"],
+)
+def test_bad_files_raise_a_reason(tmp_path, content, code):
+    bad = tmp_path / "bad.mp4"
+    bad.write_bytes(content)
+    for func in (probe, phash):
+        with pytest.raises(MediaError) as err:
+            func(bad, 5)
+        assert err.value.code == code
+
+
+def test_truncated_and_corrupt_files_are_refused(media, tmp_path):
+    data = media["gradio_b"].read_bytes()
+    truncated = tmp_path / "truncated.mp4"
+    truncated.write_bytes(data[: len(data) // 2])  # moov atom at the end: nothing to read
+    corrupt = tmp_path / "corrupt.mp4"
+    corrupt.write_bytes(data[:4096] + bytes((i * 97 + 13) % 256 for i in range(100_000)))
+    audio_only = tmp_path / "audio.m4a"
+    ffmpeg("-i", media["gradio_b"], "-vn", "-c:a", "copy", audio_only)
+    for path, codes in ((truncated, {"not_a_video", "undecodable"}),
+                        (corrupt, {"not_a_video", "undecodable"}),
+                        (audio_only, {"no_video_stream"})):  # fmt: skip
+        with pytest.raises(MediaError) as err:
+            probe(path, 5)
+        assert err.value.code in codes, (path.name, err.value.code, err.value)
+
+
+def test_phash_is_16_hex_chars_and_stable(media):
+    first = phash(media["bikes"])
+    assert len(first) == 16 and int(first, 16) >= 0
+    assert phash(media["bikes"]) == first
+
+
+def test_phash_matches_reencoded_and_resized_copies(media, copies):
+    limit = settings.PHASH_MAX_DISTANCE
+    for name in ("bikes", "carphone_pristine"):
+        original = phash(media[name])
+        for variant in ("crf35", "half"):
+            distance = hamming(original, phash(copies[f"{name}_{variant}"]))
+            assert distance <= limit, (name, variant, distance)
+
+
+def test_phash_separates_different_clips(media):
+    names = ["bigbuckbunny", "bikes", "carphone_pristine", "gradio_b"]
+    hashes = {n: phash(media[n]) for n in names}
+    for i, a in enumerate(names):
+        for b in names[i + 1 :]:
+            assert hamming(hashes[a], hashes[b]) > settings.PHASH_MAX_DISTANCE, (a, b)
+
+
+def test_hamming():
+    assert hamming("0" * 16, "f" * 16) == 64
+    assert hamming("00000000000000ff", "000000000000000f") == 4
+
+
+def test_media_steps_stop_at_their_time_cap(media):
+    for func in (probe, phash):
+        with pytest.raises(MediaError) as err:
+            func(media["gradio_world"], 1e-6)
+        assert err.value.code == "timeout"
