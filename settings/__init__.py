@@ -54,6 +54,13 @@ ALLOW_PRIVATE_NETWORKS = _env("ALLOW_PRIVATE_NETWORKS", False, bool)
 # Only these schemes are fetched by the web spiders (local files only by the `local` spider).
 CRAWL_ALLOWED_SCHEMES = ["http", "https"]
 WEB_DEFAULT_DEPTH = _env("WEB_DEFAULT_DEPTH", 2, int)
+# A spider started with -a url=/-a path= closes after this many idle seconds (scrapy-redis
+# MAX_IDLE_TIME_BEFORE_CLOSE, when set, wins); with no argument it waits on Redis for starts.
+SPIDER_IDLE_CLOSE_SECONDS = _env("SPIDER_IDLE_CLOSE_SECONDS", 3, int)
+YTDLP_RESOLVE_TIMEOUT = _env("YTDLP_RESOLVE_TIMEOUT", 120, float)  # one yt-dlp metadata lookup
+YTDLP_MAX_ENTRIES = _env("YTDLP_MAX_ENTRIES", 0, int)  # cap on entries per playlist; 0: all
+WEB_PAGE_MAX_BYTES = _env("WEB_PAGE_MAX_BYTES", 20 * 1024 * 1024, int)  # a bigger "page" is dropped
+DOWNLOADER_MIDDLEWARES = {"crawler.middlewares.NetguardMiddleware": 50}
 
 # --- downloads and media -------------------------------------------------------------------
 FILES_STORE = _env("FILES_STORE", str(Path(DATA_DIR) / "videos"))
@@ -80,14 +87,51 @@ PROCESSING_BATCH_SIZE = _env("PROCESSING_BATCH_SIZE", 8, int)
 PROCESSING_FRAMES_PER_VIDEO = _env("PROCESSING_FRAMES_PER_VIDEO", 8, int)
 PROCESSING_MAX_ATTEMPTS = _env("PROCESSING_MAX_ATTEMPTS", 3, int)  # then dead-lettered
 PROCESSING_CLAIM_IDLE_MS = _env("PROCESSING_CLAIM_IDLE_MS", 60_000, int)
+# Replace stage classes: "frames=my.module:MyFrames,labels=..." (names: frames, embed, neardup, labels)
+PROCESSING_STAGES = _env("PROCESSING_STAGES", "")
 EMBED_MODEL = _env("EMBED_MODEL", "efficientnet-lite0")
-NEARDUP_THRESHOLD = _env("NEARDUP_THRESHOLD", 0.90, float)
+# Near-dup: cosine a sampled frame needs with a kept video's frame to vote for it (measured on
+# EfficientNet-Lite0 grayscale frame embeddings: copies >= 0.80, different clips <= 0.41), and
+# the share of a new video's frames that must vote for one kept video.
+NEARDUP_THRESHOLD = _env("NEARDUP_THRESHOLD", 0.80, float)
+NEARDUP_MIN_MATCH = _env("NEARDUP_MIN_MATCH", 0.5, float)
+NEARDUP_APPROX_THRESHOLD = _env("NEARDUP_APPROX_THRESHOLD", 200_000, int)  # vectors; then HNSW
+# Labelers (comma-separated; defaults run offline on packaged models) and opt-in models.
+LABELERS = _env("LABELERS", "imagenet,ocr,nsfw,faces,speech")
+CLIP_MODEL = _env("CLIP_MODEL", "")  # local folder or hub id: clip_tags labeler
+CLIP_TAGS_VOCABULARY = _env("CLIP_TAGS_VOCABULARY", "")  # comma-separated; empty: built-in list
+CAPTION_MODEL = _env("CAPTION_MODEL", "")  # BLIP: caption labeler
+ASR_MODEL = _env("ASR_MODEL", "")  # Whisper: transcript labeler
+EMBED_PRECISION = _env("EMBED_PRECISION", "auto")  # auto | fp32 | bf16 | fp16
 
 # --- catalogue and search ----------------------------------------------------------------
 CATALOGUE_PATH = _env("CATALOGUE_PATH", str(Path(DATA_DIR) / "catalogue.sqlite"))
 ELASTICSEARCH_URL = _env("ELASTICSEARCH_URL", "")
 ELASTICSEARCH_INDEX = _env("ELASTICSEARCH_INDEX", "videos")
 KIBANA_URL = _env("KIBANA_URL", "")
+# Credentials: an API key, or basic auth (both from the environment only).
+ELASTICSEARCH_API_KEY = _env("ELASTICSEARCH_API_KEY", "")
+ELASTICSEARCH_USERNAME = _env("ELASTICSEARCH_USERNAME", "")
+ELASTICSEARCH_PASSWORD = _env("ELASTICSEARCH_PASSWORD", "")
+ELASTICSEARCH_CA_CERTS = _env("ELASTICSEARCH_CA_CERTS", "")
+KIBANA_API_KEY = _env("KIBANA_API_KEY", "")  # else the Elasticsearch credentials are used
+ELASTICSEARCH_BULK_CHUNK = _env("ELASTICSEARCH_BULK_CHUNK", 500, int)
+ELASTICSEARCH_MAX_RETRIES = _env("ELASTICSEARCH_MAX_RETRIES", 5, int)  # on 429/5xx, with back-off
+ELASTICSEARCH_BACKOFF = _env("ELASTICSEARCH_BACKOFF", 1.0, float)  # seconds, doubled per retry
+# Search (both backends): text model for semantic search, and how it blends with BM25.
+SEARCH_TEXT_MODEL = _env("SEARCH_TEXT_MODEL", "all-MiniLM-L6-v2")  # or a local model directory
+SEARCH_SEMANTIC = _env("SEARCH_SEMANTIC", True, bool)
+SEARCH_BM25_WEIGHT = _env("SEARCH_BM25_WEIGHT", 0.5, float)  # 1.0: BM25 only, 0.0: semantic only
+SEARCH_SEMANTIC_MIN = _env("SEARCH_SEMANTIC_MIN", 0.3, float)  # cosine a semantic-only hit needs
+SEARCH_SEMANTIC_K = _env("SEARCH_SEMANTIC_K", 200, int)
+SEARCH_FACET_SIZE = _env("SEARCH_FACET_SIZE", 20, int)
+SEARCH_EMBED_PER_QUERY = _env("SEARCH_EMBED_PER_QUERY", 256, int)  # `serve`: the rest in background
+# A CLIP model (sentence-transformers name or path) whose descriptors are in the catalogue:
+# enables text-to-video search over them. Empty: off.
+SEARCH_CLIP_MODEL = _env("SEARCH_CLIP_MODEL", "")
+# The search page serves a video only from the path its document records; when this is set
+# (os.pathsep-separated folders), only from under these folders.
+SEARCH_MEDIA_ROOTS = [p for p in _env("SEARCH_MEDIA_ROOTS", "").split(os.pathsep) if p]
 
 # --- item pipelines, in order -----------------------------------------------------------
 ITEM_PIPELINES = {

@@ -1,0 +1,297 @@
+"""FramesStage: sample frames over the whole video with PyAV, a JPEG thumbnail, a short audio track."""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from pathlib import Path
+
+import numpy as np
+
+from processing.stages.base import Resources, Stage, Work
+
+log = logging.getLogger(__name__)
+
+
+class DecodeError(Exception):
+    """A video that cannot be sampled; ``code`` is the stable reason recorded on the item."""
+
+    def __init__(self, code: str, message: str = ""):
+        super().__init__(message or code)
+        self.code = code
+
+
+def local_path(item_path: str | None) -> Path:
+    if not item_path:
+        raise DecodeError("no_path", "item has no file path")
+    if item_path.startswith("file://"):
+        item_path = item_path[len("file://") :]
+    if "://" in item_path:
+        raise DecodeError("not_local", f"workers read local files only, got {item_path!r}")
+    path = Path(item_path)
+    if not path.is_file():
+        raise DecodeError("missing_file", str(path))
+    if path.stat().st_size == 0:
+        raise DecodeError("empty_file", str(path))
+    return path
+
+
+class FramesStage(Stage):
+    """Decode ``frames_per_video`` frames spread over the whole video (seek + decode).
+
+    Frames are scaled so their short side is ``frame_size`` (aspect kept; cropping is the
+    embedder's business) and stacked as (N, H, W, 3) uint8 RGB. Unseekable files fall back to
+    one sequential pass that keeps evenly spaced frames. Audio (mono 16 kHz float32, first
+    ``audio_seconds``) goes to ``work.extras["audio"]`` when the file has an audio track.
+    """
+
+    name = "frames"
+    resources = Resources(num_cpus=1)
+
+    def __init__(
+        self,
+        *,
+        frames_per_video: int = 8,
+        frame_size: int = 224,
+        thumbnail_dir: str | Path | None = None,
+        thumbnail_width: int = 320,
+        audio_seconds: float = 30.0,
+        audio_rate: int = 16000,
+        max_decode_seconds: float = 60.0,
+        forward_seconds: float = 3.0,
+    ):
+        if not isinstance(frames_per_video, int) or frames_per_video < 1:
+            raise ValueError(f"frames_per_video must be a positive integer, got {frames_per_video!r}")
+        if not isinstance(frame_size, int) or frame_size < 16:
+            raise ValueError(f"frame_size must be an integer >= 16, got {frame_size!r}")
+        if not isinstance(thumbnail_width, int) or thumbnail_width < 16:
+            raise ValueError(f"thumbnail_width must be an integer >= 16, got {thumbnail_width!r}")
+        if audio_seconds < 0:
+            raise ValueError(f"audio_seconds must be >= 0 (0 disables audio), got {audio_seconds!r}")
+        if not isinstance(audio_rate, int) or audio_rate < 8000:
+            raise ValueError(f"audio_rate must be an integer >= 8000, got {audio_rate!r}")
+        if max_decode_seconds <= 0:
+            raise ValueError(f"max_decode_seconds must be > 0, got {max_decode_seconds!r}")
+        self.frames_per_video = frames_per_video
+        self.frame_size = frame_size
+        self.thumbnail_dir = Path(thumbnail_dir) if thumbnail_dir else None
+        self.thumbnail_width = thumbnail_width
+        self.audio_seconds = float(audio_seconds)
+        self.audio_rate = audio_rate
+        self.max_decode_seconds = float(max_decode_seconds)
+        self.forward_seconds = float(forward_seconds)
+        self.counts: dict[str, int] = {}
+
+    @classmethod
+    def from_config(cls, cfg) -> FramesStage:
+        return cls(frames_per_video=cfg.frames_per_video, thumbnail_dir=cfg.thumbnail_dir)
+
+    def setup(self) -> None:
+        import av
+
+        av.logging.set_level(av.logging.PANIC)  # corrupt input is reported on the item
+        if self.thumbnail_dir:
+            self.thumbnail_dir.mkdir(parents=True, exist_ok=True)
+
+    def _count(self, key: str) -> None:
+        self.counts[key] = self.counts.get(key, 0) + 1
+
+    def process_batch(self, works: list[Work]) -> list[Work]:
+        for work in works:
+            if work.skip:
+                continue
+            try:
+                self.process_one(work)
+                self._count("ok")
+            except DecodeError as exc:
+                work.item.fail(self.name, exc.code, str(exc) if str(exc) != exc.code else None)
+                self._count(exc.code)
+            except Exception as exc:  # noqa: BLE001 - bad media never raises out of a stage
+                work.item.fail(self.name, "undecodable", f"{type(exc).__name__}: {exc}"[:300])
+                self._count("undecodable")
+        return works
+
+    # -- one video --------------------------------------------------------------------------
+    def process_one(self, work: Work) -> None:
+        import av
+
+        path = local_path(work.item.path)
+        try:
+            container = av.open(str(path), timeout=(10.0, 10.0))
+        except av.error.FFmpegError as exc:
+            raise DecodeError("undecodable", f"{type(exc).__name__}: {exc}"[:300]) from exc
+        try:
+            if not container.streams.video:
+                raise DecodeError("no_video_stream", str(path.name))
+            stream = container.streams.video[0]
+            stream.thread_type = "AUTO"
+            duration = self._duration(container, stream, work.item.duration)
+            frames: list[tuple[float, np.ndarray]] = []
+            if duration:
+                frames = self._seek_sample(container, stream, duration)
+            if len(frames) < min(self.frames_per_video, 2) or not duration:
+                frames = self._sequential_sample(av.open(str(path), timeout=(10.0, 10.0)))
+        finally:
+            container.close()
+        if not frames:
+            raise DecodeError("no_frames", "no decodable video frame")
+        work.frame_times = [round(t, 3) for t, _ in frames]
+        images = [self._resize(img) for _, img in frames]
+        h, w = images[0].shape[:2]  # a mid-stream resolution change: bring all to the first size
+        images = [img if img.shape[:2] == (h, w) else self._fit(img, w, h) for img in images]
+        work.frames = np.stack(images)
+        self._thumbnail(work, frames[len(frames) // 2][1])
+        if self.audio_seconds > 0:
+            audio = self._audio(path)
+            if audio is not None:
+                work.extras["audio"] = audio
+                work.extras["audio_rate"] = self.audio_rate
+
+    @staticmethod
+    def _duration(container, stream, hint: float | None) -> float | None:
+        if stream.duration and stream.time_base:
+            value = float(stream.duration * stream.time_base)
+        elif container.duration:
+            value = container.duration / 1_000_000
+        else:
+            value = hint or 0.0
+        return value if value and math.isfinite(value) and value > 0 else None
+
+    def _targets(self, duration: float) -> list[float]:
+        n = self.frames_per_video
+        return [(i + 0.5) * duration / n for i in range(n)]
+
+    def _seek_sample(self, container, stream, duration: float) -> list[tuple[float, np.ndarray]]:
+        """For each target time: seek to the keyframe before it and decode up to the target.
+
+        When the next target is less than ``forward_seconds`` ahead, decoding simply goes on
+        (re-seeking would decode the same GOP again: x264's GOPs last several seconds).
+        """
+        import av
+
+        out: list[tuple[float, np.ndarray]] = []
+        start = float(stream.start_time * stream.time_base) if stream.start_time else 0.0
+        deadline = time.monotonic() + self.max_decode_seconds
+        frames = None
+        last = -math.inf
+        for target in self._targets(duration):
+            try:
+                if frames is None or target - last > self.forward_seconds:
+                    container.seek(int((start + target) / stream.time_base), stream=stream, backward=True)
+                    frames = container.decode(stream)
+                chosen = None
+                for frame in frames:
+                    chosen = frame
+                    if frame.time is None or frame.time - start >= target - 1e-3:
+                        break
+                    if time.monotonic() > deadline:
+                        break
+            except (av.error.FFmpegError, ValueError, OverflowError):
+                return out  # unseekable: the caller falls back to a sequential pass
+            if chosen is None:
+                frames = None  # ran off the end: seek again for the next target
+                continue
+            t = (chosen.time - start) if chosen.time is not None else target
+            last = t
+            if out and abs(out[-1][0] - t) < 1e-6:
+                continue  # the seek landed on the same frame (short or sparse video)
+            out.append((t, self._to_rgb(chosen)))
+            if time.monotonic() > deadline:
+                break
+        return out
+
+    def _to_rgb(self, frame) -> np.ndarray:
+        """RGB at frame_size short side, scaled by swscale while converting."""
+        w, h = frame.width, frame.height
+        scale = min(1.0, self.frame_size / max(1, min(w, h)))
+        return frame.to_ndarray(
+            format="rgb24", width=max(2, round(w * scale)), height=max(2, round(h * scale)),
+            interpolation="AREA",
+        )
+
+    def _sequential_sample(self, container) -> list[tuple[float, np.ndarray]]:
+        """One pass, keeping a stride-doubling reservoir of frames (unknown length, endless streams)."""
+        import av
+
+        n = self.frames_per_video
+        kept: list[tuple[float, np.ndarray]] = []
+        stride, index = 1, 0
+        deadline = time.monotonic() + self.max_decode_seconds
+        try:
+            stream = container.streams.video[0]
+            stream.thread_type = "AUTO"
+            rate = float(stream.average_rate or stream.guessed_rate or 25)
+            for frame in container.decode(stream):
+                if index % stride == 0:
+                    t = frame.time if frame.time is not None else index / rate  # raw streams: no pts
+                    kept.append((float(t), self._to_rgb(frame)))
+                    if len(kept) >= 2 * n:
+                        kept = kept[::2]
+                        stride *= 2
+                index += 1
+                if time.monotonic() > deadline:
+                    break
+        except av.error.FFmpegError:
+            pass  # a truncated tail: keep what decoded
+        finally:
+            container.close()
+        if len(kept) > n:
+            picks = np.linspace(0, len(kept) - 1, n).round().astype(int)
+            kept = [kept[i] for i in picks]
+        return kept
+
+    def _resize(self, img: np.ndarray) -> np.ndarray:
+        import cv2
+
+        h, w = img.shape[:2]
+        scale = self.frame_size / min(h, w)
+        if abs(scale - 1.0) < 1e-6:
+            return img
+        size = (max(1, round(w * scale)), max(1, round(h * scale)))
+        interp = cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR
+        return cv2.resize(img, size, interpolation=interp)
+
+    @staticmethod
+    def _fit(img: np.ndarray, width: int, height: int) -> np.ndarray:
+        import cv2
+
+        return cv2.resize(img, (width, height), interpolation=cv2.INTER_AREA)
+
+    def _thumbnail(self, work: Work, img: np.ndarray) -> None:
+        if not self.thumbnail_dir or not work.item.video_id:
+            return
+        from PIL import Image
+
+        h, w = img.shape[:2]
+        width = min(self.thumbnail_width, w)
+        height = max(1, round(h * width / w))
+        safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in work.item.video_id)[:128]
+        target = self.thumbnail_dir / f"{safe.lstrip('.') or 'video'}.jpg"  # ids are sha256 hex
+        Image.fromarray(img).resize((width, height), Image.BILINEAR).save(target, "JPEG", quality=85)
+        work.item.thumbnail_path = str(target)
+
+    def _audio(self, path: Path) -> np.ndarray | None:
+        """Mono float32 at audio_rate, first audio_seconds; None without (decodable) audio."""
+        import av
+
+        try:
+            with av.open(str(path), timeout=(10.0, 10.0)) as container:
+                if not container.streams.audio:
+                    return None
+                stream = container.streams.audio[0]
+                resampler = av.AudioResampler(format="flt", layout="mono", rate=self.audio_rate)
+                limit = int(self.audio_seconds * self.audio_rate)
+                chunks, total = [], 0
+                for frame in container.decode(stream):
+                    for out in resampler.resample(frame):
+                        chunk = out.to_ndarray().reshape(-1)
+                        chunks.append(chunk)
+                        total += len(chunk)
+                    if total >= limit:
+                        break
+                if not chunks:
+                    return None
+                return np.concatenate(chunks)[:limit].astype(np.float32)
+        except (av.error.FFmpegError, ValueError):
+            return None  # audio is optional: a broken track is not a failed video
