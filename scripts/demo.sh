@@ -7,22 +7,23 @@ PY=.venv/bin/python
 export PYTHONPATH="$PWD" DATA_DIR="${DATA_DIR:-$PWD/data}"
 unset REDIS_URL ELASTICSEARCH_URL
 export ALLOW_PRIVATE_NETWORKS=1   # the sample site is on loopback
-export DOWNLOAD_TIMEOUT=10        # its /fail/slow route should not hold the demo long
+export DOWNLOAD_TIMEOUT=5 RETRY_TIMES=0   # its /fail/slow and refused routes should not hold the demo long
 PORT="${DEMO_PORT:-8765}"
 SITE="http://127.0.0.1:$PORT/"
 
+mkdir -p "$DATA_DIR"
 echo "== sample site on $SITE"
-$PY -m tests.site --port "$PORT" >"$DATA_DIR.site.log" 2>&1 &
+$PY -m tests.site --port "$PORT" >"$DATA_DIR/site.log" 2>&1 &
 site_pid=$!
 trap 'kill $site_pid 2>/dev/null || true' EXIT
 for _ in $(seq 50); do curl -fs "$SITE" >/dev/null 2>&1 && break; sleep 0.2; done
 
 echo "== scrapy crawl web -a url=$SITE -a depth=2"
 .venv/bin/scrapy crawl web -a url="$SITE" -a depth=2 -s SCHEDULER_FLUSH_ON_START=True \
-  -O "$DATA_DIR/web-items.jsonl" -s LOG_LEVEL=WARNING
+  -O "$DATA_DIR/web-items.jsonl" -s LOG_FILE="$DATA_DIR/crawl-web.log"
 echo "== scrapy crawl local -a path=tests/data"
 .venv/bin/scrapy crawl local -a path=tests/data -s SCHEDULER_FLUSH_ON_START=True \
-  -O "$DATA_DIR/local-items.jsonl" -s LOG_LEVEL=WARNING
+  -O "$DATA_DIR/local-items.jsonl" -s LOG_FILE="$DATA_DIR/crawl-local.log"
 $PY - <<'PY'
 import json, os, collections
 for name in ("web-items.jsonl", "local-items.jsonl"):
@@ -42,5 +43,6 @@ $PY -m processing status
 echo "== python -m processing search \"bunny\""
 $PY -m processing search "bunny" || true
 echo
+echo "Crawl logs: $DATA_DIR/crawl-web.log, $DATA_DIR/crawl-local.log; feeds: $DATA_DIR/*-items.jsonl"
 echo "Search page: .venv/bin/python -m processing serve --port 8000   (then open http://127.0.0.1:8000)"
 echo "Stop the embedded Redis with: make stop"

@@ -41,8 +41,9 @@ class FacesLabeler(Labeler):
             )
             counts.append(len(faces))
         fraction = float(np.mean([c > 0 for c in counts])) if counts else 0.0
+        present = bool(counts) and sum(c > 0 for c in counts) >= min(self.min_frames, len(counts))
         return {
-            "present": sum(c > 0 for c in counts) >= min(self.min_frames, len(counts)),
+            "present": present,
             "score": round(fraction, 4),
-            "tags": [{"name": "face", "score": round(fraction, 4)}] if fraction else [],
+            "tags": [{"name": "face", "score": round(fraction, 4)}] if present else [],
         }

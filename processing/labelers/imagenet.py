@@ -23,7 +23,7 @@ class ImagenetLabeler(Labeler):
     name = "imagenet"
     model = "efficientnet-lite0"
 
-    def __init__(self, top_k: int = 5, min_score: float = 0.02):
+    def __init__(self, top_k: int = 5, min_score: float = 0.1):
         if not isinstance(top_k, int) or top_k < 1:
             raise ValueError(f"top_k must be a positive integer, got {top_k!r}")
         self.top_k = top_k

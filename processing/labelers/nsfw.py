@@ -44,5 +44,7 @@ class NsfwLabeler(Labeler):
                 cls, score = det["class"], float(det["score"])
                 best[cls] = max(best.get(cls, 0.0), score)
         score = max((s for c, s in best.items() if c in EXPLICIT), default=0.0)
-        tags = [{"name": c, "score": round(s, 4)} for c, s in sorted(best.items(), key=lambda x: -x[1])]
-        return {"score": round(score, 4), "present": score >= self.threshold, "tags": tags}
+        # Detector classes (FACE_FEMALE, FEET_EXPOSED...) are evidence, not content tags: they are
+        # kept apart so search facets are not flooded with body-part names.
+        detections = [{"name": c, "score": round(s, 4)} for c, s in sorted(best.items(), key=lambda x: -x[1])]
+        return {"score": round(score, 4), "present": score >= self.threshold, "detections": detections}
