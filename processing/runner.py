@@ -278,9 +278,26 @@ class Runner:
         if self.progress:
             self.progress.add(counts)
 
+    @staticmethod
+    def _await_restart(actor, timeout_s: float = 120.0) -> None:
+        """Block until a crashed actor has restarted (set-up included), so that the retries of
+        its batch's innocent entries are not spent on an actor that is still coming back."""
+        deadline = time.monotonic() + timeout_s
+        while True:
+            try:
+                ray.get(actor.ready.remote(), timeout=max(1.0, deadline - time.monotonic()))
+                return
+            except Exception as exc:  # noqa: BLE001 - restarting: ask again until the deadline
+                if time.monotonic() >= deadline:
+                    log.warning("actor not back after %.0f s: %s", timeout_s, exc)
+                    return
+                time.sleep(0.2)
+
     def _failed(self, batch: Batch, exc: Exception, retries: deque[Retry]) -> None:
         cause = getattr(exc, "cause", None) or exc
         code = "actor_died" if isinstance(exc, ray.exceptions.RayActorError) else "batch_error"
+        if code == "actor_died":
+            self._await_restart(batch.actor)
         error = f"{code}: {type(cause).__name__}: {cause}".splitlines()[0]
         log.warning("batch of %d failed (%s); retrying its entries one by one", len(batch.ids), error)
         self.stats.failed_batches += 1

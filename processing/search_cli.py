@@ -148,7 +148,7 @@ def cmd_es_setup(args) -> int:
     kibana = args.kibana_url or settings.KIBANA_URL
     if kibana:
         report["kibana"] = kibana_import(kibana)
-        lines.append(f"imported Kibana objects: " + ", ".join(
+        lines.append("imported Kibana objects: " + ", ".join(
             f"{r['file']} ({r.get('successCount', 0)} objects)" for r in report["kibana"]))  # fmt: skip
     else:
         lines.append("KIBANA_URL not set: Kibana saved objects not imported (deploy/kibana/*.ndjson)")

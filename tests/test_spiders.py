@@ -1,12 +1,9 @@
 """The three spiders as users run them: real `scrapy crawl` processes, real Redis, a local site."""
 
-import functools
-import http.server
 import json
 import re
 import shutil
 import subprocess
-import threading
 from pathlib import Path
 from urllib.parse import unquote, urlsplit
 
@@ -19,39 +16,10 @@ DATA = Path(__file__).parent / "data"
 SITE = DATA / "site"
 
 
-class _ThrowawaySite(http.server.SimpleHTTPRequestHandler):
-    """Fallback for tests/site.py (engineer B's): static pages, /media/<clip>.mp4, opt-out header."""
-
-    def translate_path(self, path):
-        parts = urlsplit(path).path
-        if parts.startswith("/media/") and parts.endswith(".mp4"):
-            return str(DATA / Path(unquote(parts)).name)
-        return super().translate_path(path)
-
-    def end_headers(self):
-        if self.path.startswith("/optout-header/"):
-            self.send_header("X-Robots-Tag", "noai")
-        super().end_headers()
-
-    def log_message(self, *args):
-        pass
-
-
 @pytest.fixture(scope="module")
-def web_site(request):
-    """The shared `site` fixture when it exists, else a throwaway server over tests/data/site."""
-    try:
-        yield request.getfixturevalue("site").rstrip("/")
-        return
-    except pytest.FixtureLookupError:
-        pass
-    handler = functools.partial(_ThrowawaySite, directory=str(SITE))
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{server.server_address[1]}"
-    server.shutdown()
-    server.server_close()
+def web_site(site):
+    """The local test site (tests/site.py), without a trailing slash."""
+    return site.rstrip("/")
 
 
 def crawl(tmp_path, spider, *args, settings=(), timeout=120, **env):
