@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import copy
+import json
 import subprocess
 
 import numpy as np
 import pytest
 
 from crawler.items import VideoItem
+from pipelines.media import hamming, phash
 from processing.stages.base import Work
 from processing.stages.embed import EmbedStage
 from processing.stages.frames import FramesStage
@@ -24,6 +26,7 @@ COPIES = {
     "bikes_crop80": ("bikes", ["-vf", "crop=iw*0.8:ih*0.8", "-an"]),
     "bikes_pillar": ("bikes", ["-vf", "pad=iw*1.5:ih:(ow-iw)/2:0", "-an"]),
     "world_cut20": ("gradio_world", ["-ss", "5", "-t", "20", "-an"]),
+    "bunny_crf45": ("bigbuckbunny", ["-c:v", "libx264", "-crf", "45", "-an"]),  # heavy re-encode
 }
 
 
@@ -61,8 +64,13 @@ def embedded(media, tmp_path_factory):
     return works
 
 
-def fresh(embedded, *names) -> list[Work]:
-    return [copy.deepcopy(embedded[n]) for n in names]
+def fresh(embedded, *names, hashed: bool = False) -> list[Work]:
+    """Copies of the works; ``hashed``: with the crawl's perceptual hash on the item."""
+    works = [copy.deepcopy(embedded[n]) for n in names]
+    for work in works:
+        if hashed:
+            work.item.phash = phash(work.item.path)
+    return works
 
 
 def run(stage: NearDupStage, works: list[Work]) -> list[Work]:
@@ -72,10 +80,13 @@ def run(stage: NearDupStage, works: list[Work]) -> list[Work]:
 def test_copies_are_found_and_different_clips_are_not(embedded, tmp_path):
     stage = NearDupStage(index_dir=tmp_path / "index")
     stage.setup()
-    originals = fresh(embedded, "bigbuckbunny", "bikes", "carphone_pristine", "gradio_a", "gradio_world")
+    # as the workers get them: with the crawl's perceptual hash (grayscale copies are caught
+    # by it; the colour frame embeddings alone miss bunny_gray12)
+    originals = fresh(embedded, "bigbuckbunny", "bikes", "carphone_pristine", "gradio_a", "gradio_world", hashed=True)
     run(stage, originals)
     assert [w.item.status for w in originals] == ["new"] * 5  # five different clips: all kept
-    copies = fresh(embedded, "bunny_crf35", "bunny_trim2", "bunny_gray12", "bikes_crop80", "bikes_pillar", "world_cut20")
+    copies = fresh(embedded, "bunny_crf35", "bunny_trim2", "bunny_gray12", "bikes_crop80", "bikes_pillar", "world_cut20",
+                   hashed=True)
     run(stage, copies)
     found = {w.item.video_id: (w.item.status, w.item.duplicate_of, w.item.similarity) for w in copies}
     expected = {"bunny_crf35": "bigbuckbunny", "bunny_trim2": "bigbuckbunny", "bunny_gray12": "bigbuckbunny",
@@ -84,7 +95,7 @@ def test_copies_are_found_and_different_clips_are_not(embedded, tmp_path):
         status, dup_of, sim = found[name]
         if status == "duplicate":
             assert dup_of == original, found
-            assert stage.frame_threshold <= sim <= 1.0
+            assert min(stage.frame_threshold, 1 - stage.phash_max_distance / 64) <= sim <= 1.0
         else:  # the copy was judged better (pillarbox bars do not count): the original is demoted
             work = next(w for w in copies if w.item.video_id == name)
             assert work.updates and work.updates[0]["video_id"] == original, found
@@ -180,3 +191,93 @@ def test_config_is_checked(tmp_path):
         NearDupStage(index_dir=tmp_path, min_match=0)
     with pytest.raises(ValueError, match="dim"):
         FrameIndex(0)
+
+
+def test_heavy_reencode_missed_by_frames_is_found_by_phash(embedded, tmp_path):
+    originals = ("bigbuckbunny", "bikes", "carphone_pristine", "gradio_a", "gradio_world")
+    frames_only = NearDupStage(index_dir=tmp_path / "frames-only", phash_max_distance=-1)
+    frames_only.setup()
+    run(frames_only, fresh(embedded, *originals, hashed=True))
+    missed = fresh(embedded, "bunny_crf45", hashed=True)[0]
+    run(frames_only, [missed])
+    assert missed.item.status == "new"  # the frame embeddings drift too far at CRF 45
+
+    stage = NearDupStage(index_dir=tmp_path / "index")  # the default: phash layer on
+    stage.setup()
+    kept = fresh(embedded, *originals, hashed=True)
+    run(stage, kept)
+    assert [w.item.status for w in kept] == ["new"] * 5  # different clips are not matched by hash
+    assert "match_phash" not in stage.counts
+    crf = fresh(embedded, "bunny_crf45", hashed=True)[0]
+    run(stage, [crf])
+    assert (crf.item.status, crf.item.duplicate_of) == ("duplicate", "bigbuckbunny")
+    distance = hamming(crf.item.phash, kept[0].item.phash)
+    assert distance <= stage.phash_max_distance
+    assert crf.item.similarity == pytest.approx(1 - distance / 64, abs=1e-4)
+    assert stage.counts["match_phash"] == 1
+    again = fresh(embedded, "bigbuckbunny", hashed=True)[0]  # redelivered: not a copy of itself
+    run(stage, [again])
+    assert again.item.status == "new" and stage.counts["already_indexed"] == 1
+
+
+def test_a_hash_collision_with_a_different_clip_is_not_a_duplicate(embedded, tmp_path):
+    stage = NearDupStage(index_dir=tmp_path / "index")
+    stage.setup()
+    kept = fresh(embedded, "bigbuckbunny", hashed=True)[0]
+    run(stage, [kept])
+    other = fresh(embedded, "bikes", hashed=True)[0]
+    other.item.phash = kept.item.phash  # a collision, as random 64-bit hashes give at scale
+    run(stage, [other])
+    assert other.item.status == "new" and other.item.duplicate_of is None
+    assert stage.counts["phash_unconfirmed"] == 1 and "match_phash" not in stage.counts
+
+
+def test_item_without_phash_skips_the_layer(embedded, tmp_path):
+    stage = NearDupStage(index_dir=tmp_path / "index")
+    stage.setup()
+    run(stage, fresh(embedded, "bigbuckbunny", hashed=True))
+    crf = fresh(embedded, "bunny_crf45")[0]  # no phash on the item (None)
+    run(stage, [crf])
+    assert crf.item.status == "new" and "match_phash" not in stage.counts
+    bad = fresh(embedded, "bunny_crf45")[0]
+    bad.item.video_id, bad.item.phash = "bad", "not-a-hash"
+    run(stage, [bad])
+    assert bad.item.status != "failed" and stage.counts["bad_phash"] == 1
+
+
+def test_phashes_persist_reload_and_leave_with_demoted_videos(embedded, tmp_path):
+    stage = NearDupStage(index_dir=tmp_path / "index", flush_seconds=3600)
+    stage.setup()
+    half, original, world = fresh(embedded, "bunny_half", "bigbuckbunny", "gradio_world", hashed=True)
+    run(stage, [half])
+    run(stage, [original, world])  # full size wins: the half-size copy is demoted
+    assert original.updates and original.updates[0]["video_id"] == "bunny_half"
+    stage.teardown()
+    model = embedded["gradio_world"].extras["dedup_model"]
+    meta = json.loads((stage.folder(model) / FrameIndex.META).read_text())
+    hashes = {v["video_id"]: v.get("phash") for v in meta["videos"]}
+    assert hashes == {"bunny_half": None, "bigbuckbunny": original.item.phash, "gradio_world": world.item.phash}
+
+    reloaded = NearDupStage(index_dir=tmp_path / "index", frame_threshold=0.999)  # frames alone match nothing
+    reloaded.setup()
+    crf, half_again = fresh(embedded, "bunny_crf45", "bunny_half", hashed=True)
+    half_again.item.video_id = "bunny_half_2"
+    run(reloaded, [crf, half_again])
+    assert (crf.item.status, crf.item.duplicate_of) == ("duplicate", "bigbuckbunny")
+    assert (half_again.item.status, half_again.item.duplicate_of) == ("duplicate", "bigbuckbunny")
+    assert reloaded.counts["match_phash"] == 2
+
+
+def test_hash_lookup_is_exact_over_many_videos():
+    rng = np.random.default_rng(1)
+    index = FrameIndex(4)
+    values = rng.integers(0, 2**63, size=20_000, dtype=np.int64).astype(np.uint64) * np.uint64(2) + np.uint64(1)
+    index.videos = [{"video_id": f"v{i}", "alive": True} for i in range(len(values))]
+    index.by_id = {v["video_id"]: i for i, v in enumerate(index.videos)}
+    for i, value in enumerate(values):
+        index._set_hash(i, f"{int(value):016x}")
+    target = int(values[12_345]) ^ 0b1011  # 3 bits away from one kept video
+    assert index.nearest_hash(f"{target:016x}", 10) == (12_345, 3)
+    index.remove("v12345")
+    assert index.nearest_hash(f"{target:016x}", 10) is None  # a removed video's hash leaves the index
+    assert index.nearest_hash(None, 10) is None and index.nearest_hash("zz", 10) is None
