@@ -91,8 +91,9 @@ PROCESSING_CLAIM_IDLE_MS = _env("PROCESSING_CLAIM_IDLE_MS", 60_000, int)
 PROCESSING_STAGES = _env("PROCESSING_STAGES", "")
 EMBED_MODEL = _env("EMBED_MODEL", "efficientnet-lite0")
 # Near-dup: cosine a sampled frame needs with a kept video's frame to vote for it (measured on
-# EfficientNet-Lite0 grayscale frame embeddings: copies >= 0.80, different clips <= 0.41), and
-# the share of a new video's frames that must vote for one kept video.
+# EfficientNet-Lite0 frame embeddings: copies >= 0.80 (grayscale copies ~0.81 in colour),
+# different clips <= 0.41), and the share of a new video's frames that must vote for one kept
+# video. Heavier copies are caught by the perceptual hash (PHASH_MAX_DISTANCE) in the same stage.
 NEARDUP_THRESHOLD = _env("NEARDUP_THRESHOLD", 0.80, float)
 NEARDUP_MIN_MATCH = _env("NEARDUP_MIN_MATCH", 0.5, float)
 NEARDUP_APPROX_THRESHOLD = _env("NEARDUP_APPROX_THRESHOLD", 200_000, int)  # vectors; then HNSW
