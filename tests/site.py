@@ -185,30 +185,21 @@ class SiteHandler(SimpleHTTPRequestHandler):
             return self._status(200, head + garbage, "video/mp4")
         if name == "truncated.mp4":
             data = clip.read_bytes()
-            self.send_response(200)
-            self.send_header("Content-Type", "video/mp4")
-            self.send_header("Content-Length", str(len(data)))
-            self.end_headers()
+            self._video_headers(len(data))
             if not self._head:
                 self.wfile.write(data[: len(data) // 2])
                 self.wfile.flush()
             self.close_connection = True
             return None
         if name == "huge.mp4":
-            self.send_response(200)
-            self.send_header("Content-Type", "video/mp4")
-            self.send_header("Content-Length", str(HUGE_BYTES))
-            self.end_headers()
+            self._video_headers(HUGE_BYTES)
             if not self._head:  # a little, then hold on until the client gives up
                 self.wfile.write(b"\0" * 65536)
                 self._trickle(SLOW_SECONDS)
             self.close_connection = True
             return None
         if name == "endless.mp4":
-            self.send_response(200)
-            self.send_header("Content-Type", "video/mp4")
-            self.send_header("Connection", "close")
-            self.end_headers()
+            self._video_headers(None)
             self.close_connection = True
             if self._head:
                 return None
@@ -219,15 +210,22 @@ class SiteHandler(SimpleHTTPRequestHandler):
             return None
         if name == "slow.mp4":
             data = clip.read_bytes()
-            self.send_response(200)
-            self.send_header("Content-Type", "video/mp4")
-            self.send_header("Content-Length", str(len(data)))
-            self.end_headers()
+            self._video_headers(len(data))
             if not self._head:
                 self._trickle(SLOW_SECONDS, data)
             self.close_connection = True
             return None
         return self._status(404, b"no such failure route")
+
+    def _video_headers(self, length: int | None) -> None:
+        """A 200 video/mp4 head declaring ``length`` bytes (None: no length, close to end)."""
+        self.send_response(200)
+        self.send_header("Content-Type", "video/mp4")
+        if length is None:
+            self.send_header("Connection", "close")
+        else:
+            self.send_header("Content-Length", str(length))
+        self.end_headers()
 
     def _trickle(self, seconds: float, data: bytes = b"\0" * 1024):
         deadline = time.monotonic() + seconds
