@@ -25,7 +25,8 @@ def _server_dir(data_dir: str | os.PathLike | None = None) -> Path:
     return Path(data_dir or settings.DATA_DIR) / "redis"
 
 
-def _alive(url: str) -> bool:
+def answers(url: str) -> bool:
+    """True when a Redis answers PING at ``url`` within half a second."""
     try:
         return bool(redis.Redis.from_url(url, socket_connect_timeout=0.5).ping())
     except (redis.RedisError, OSError):
@@ -49,7 +50,7 @@ def ensure_embedded(data_dir: str | os.PathLike | None = None, timeout: float = 
         fcntl.flock(lock, fcntl.LOCK_EX)
         if info_path.exists():
             url = json.loads(info_path.read_text())["url"]
-            if _alive(url):
+            if answers(url):
                 return url
         port = _free_port()
         url = f"redis://127.0.0.1:{port}/0"
@@ -63,7 +64,7 @@ def ensure_embedded(data_dir: str | os.PathLike | None = None, timeout: float = 
         ]  # fmt: skip
         subprocess.run(cmd, check=True, timeout=timeout, capture_output=True)
         deadline = time.monotonic() + timeout
-        while not _alive(url):
+        while not answers(url):
             if time.monotonic() > deadline:
                 raise RuntimeError(f"embedded Redis did not start; see {root / 'server.log'}")
             time.sleep(0.05)
@@ -77,7 +78,7 @@ def stop_embedded(data_dir: str | os.PathLike | None = None) -> bool:
     if not info_path.exists():
         return False
     url = json.loads(info_path.read_text())["url"]
-    if not _alive(url):
+    if not answers(url):
         return False
     try:
         redis.Redis.from_url(url).shutdown()

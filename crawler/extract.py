@@ -11,6 +11,9 @@ pattern that names a URL wins, later ones only fill fields it left empty):
 5. ``<a href>`` to media files and to HLS/DASH manifests
 6. ``<iframe>`` / ``<embed>`` / ``<object data>`` of platforms that yt-dlp supports
 
+Each pattern is one function of this module, listed in ``PATTERNS`` in that order;
+``extract_page`` reads the page once and runs them over it.
+
 Direct files get ``download_via="files"``; manifests (``.m3u8``/``.mpd``) and platform
 embeds get ``download_via="ytdlp"``. URLs are returned as found (made absolute); refusing
 hostile ones is the spider's job (crawler.netguard).
@@ -27,9 +30,8 @@ from urllib.parse import urljoin, urlsplit
 from parsel import Selector
 from w3lib.url import safe_url_string
 
-VIDEO_EXTENSIONS = frozenset(
-    ".mp4 .m4v .mov .webm .mkv .avi .ogv .flv .wmv .mpg .mpeg .3gp .3g2 .mts .m2ts .ts".split()
-)
+from crawler.media_types import VIDEO_EXTENSIONS
+
 LINK_VIDEO_EXTENSIONS = VIDEO_EXTENSIONS - {".ts"}  # ".ts" in an <a href> is usually TypeScript
 MANIFEST_EXTENSIONS = frozenset({".m3u8", ".mpd"})
 MANIFEST_TYPES = frozenset(
@@ -235,48 +237,36 @@ def _classify(url: str) -> tuple[str, str, str | None] | None:
     return None
 
 
-# -- the parser ----------------------------------------------------------------------------
-def extract_page(html: str | bytes, url: str) -> PageInfo:
-    """Parse one HTML page fetched from ``url``."""
-    if isinstance(html, bytes):
-        html = html.decode("utf-8", "replace")
-    sel = Selector(text=html or "<html></html>")
-    base = _absolute(url, sel.xpath("//base/@href").get()) or url
-    meta = {}
-    for node in sel.xpath("//meta"):
-        key = (node.attrib.get("property") or node.attrib.get("name")
-               or node.attrib.get("itemprop") or "").strip().lower()  # fmt: skip
-        content = node.attrib.get("content")
-        if key and content is not None and key not in meta:
-            meta[key] = content.strip()
+# -- one page being parsed ----------------------------------------------------------------
+class _Page:
+    """A parsed page: its selector, base URL, ``<meta>`` values, metadata and the videos found."""
 
-    page = PageInfo(url=url)
-    page.title = _clean(meta.get("og:title")) or _clean(sel.xpath("//title/text()").get())
-    page.description = _clean(meta.get("og:description") or meta.get("description"))
-    page.uploader = _clean(meta.get("author") or meta.get("article:author"))
-    page.published = _clean(
-        meta.get("article:published_time") or meta.get("og:video:release_date")
-        or meta.get("uploaddate") or meta.get("date")
-    )  # fmt: skip
-    page.thumbnail = _absolute(base, meta.get("og:image") or meta.get("twitter:image"))
-    page.keywords = [k for k in (_clean(x) for x in meta.get("keywords", "").split(",")) if k]
-    for node in sel.xpath('//meta[@name]'):
-        if node.attrib["name"].strip().lower() in ("robots", "videopipe"):
-            page.robots += [d.strip().lower() for d in node.attrib.get("content", "").split(",")
-                            if d.strip()]  # fmt: skip
-    license_href = sel.xpath(
-        '//link[contains(concat(" ", normalize-space(@rel), " "), " license ")]/@href'
-        ' | //a[contains(concat(" ", normalize-space(@rel), " "), " license ")]/@href'
-    ).get()  # fmt: skip
-    if not license_href:
-        license_href = next((h for h in sel.xpath("//a/@href").getall() if CC_LICENSE.match(h.strip())), None)
-    page.license = _absolute(base, license_href) or _clean(meta.get("license") or meta.get("dc.rights"))
-    page_duration = parse_duration(meta.get("og:video:duration") or meta.get("video:duration"))
+    def __init__(self, html: str | bytes, url: str):
+        if isinstance(html, bytes):
+            html = html.decode("utf-8", "replace")
+        self.sel = Selector(text=html or "<html></html>")
+        self.base = _absolute(url, self.sel.xpath("//base/@href").get()) or url
+        self.meta = _meta_values(self.sel)
+        self.info = _page_info(self.sel, self.base, self.meta, url)
+        self.duration = parse_duration(self.meta.get("og:video:duration") or self.meta.get("video:duration"))
+        self.found: dict[str, VideoCandidate] = {}
 
-    found: dict[str, VideoCandidate] = {}
+    def url(self, href: str | None) -> str | None:
+        return _absolute(self.base, href)
 
-    def add(raw_url, pattern: str, default_via: str | None = None, **fields) -> None:
-        video_url = _absolute(base, raw_url) if isinstance(raw_url, str) else None
+    @property
+    def fields(self) -> dict:
+        """The page's own metadata, the default for every candidate it shows."""
+        info = self.info
+        return dict(title=info.title, description=info.description, uploader=info.uploader,
+                    published=info.published, thumbnail=info.thumbnail, license=info.license)  # fmt: skip
+
+    def add(self, raw_url, pattern: str, default_via: str | None = None, **fields) -> None:
+        """Record a candidate; ``default_via`` None: only if its URL is a video by itself.
+
+        The first pattern that names a URL keeps it; a later one only fills its empty fields.
+        """
+        video_url = self.url(raw_url) if isinstance(raw_url, str) else None
         if not video_url:
             return
         kind = _classify(video_url)
@@ -287,80 +277,149 @@ def extract_page(html: str | bytes, url: str) -> PageInfo:
             override = ""  # the structured data is the stronger signal; keep its name
         cand = VideoCandidate(url=video_url, download_via=via, pattern=override or pattern,
                               extractor=extractor, **fields)  # fmt: skip
-        if video_url in found:
-            found[video_url].fill(cand)
+        if video_url in self.found:
+            self.found[video_url].fill(cand)
         else:
-            found[video_url] = cand
+            self.found[video_url] = cand
 
-    page_fields = dict(title=page.title, description=page.description, uploader=page.uploader,
-                       published=page.published, thumbnail=page.thumbnail, license=page.license)  # fmt: skip
 
-    # 1. JSON-LD VideoObject
-    for obj in _jsonld_objects(sel):
+def _meta_values(sel: Selector) -> dict[str, str]:
+    """``<meta>`` content by lower-cased property / name / itemprop (the first one wins)."""
+    meta = {}
+    for node in sel.xpath("//meta"):
+        key = (node.attrib.get("property") or node.attrib.get("name")
+               or node.attrib.get("itemprop") or "").strip().lower()  # fmt: skip
+        content = node.attrib.get("content")
+        if key and content is not None and key not in meta:
+            meta[key] = content.strip()
+    return meta
+
+
+def _page_info(sel: Selector, base: str, meta: dict[str, str], url: str) -> PageInfo:
+    """The page's title, description, author, date, thumbnail, licence, keywords and robots."""
+    page = PageInfo(url=url)
+    page.title = _clean(meta.get("og:title")) or _clean(sel.xpath("//title/text()").get())
+    page.description = _clean(meta.get("og:description") or meta.get("description"))
+    page.uploader = _clean(meta.get("author") or meta.get("article:author"))
+    page.published = _clean(
+        meta.get("article:published_time") or meta.get("og:video:release_date")
+        or meta.get("uploaddate") or meta.get("date")
+    )  # fmt: skip
+    page.thumbnail = _absolute(base, meta.get("og:image") or meta.get("twitter:image"))
+    page.keywords = [k for k in (_clean(x) for x in meta.get("keywords", "").split(",")) if k]
+    for node in sel.xpath("//meta[@name]"):
+        if node.attrib["name"].strip().lower() in ("robots", "videopipe"):
+            page.robots += [d.strip().lower() for d in node.attrib.get("content", "").split(",")
+                            if d.strip()]  # fmt: skip
+    page.license = _page_license(sel, base, meta)
+    return page
+
+
+def _page_license(sel: Selector, base: str, meta: dict[str, str]) -> str | None:
+    """``rel="license"``, else the first Creative Commons link, else a licence ``<meta>``."""
+    href = sel.xpath(
+        '//link[contains(concat(" ", normalize-space(@rel), " "), " license ")]/@href'
+        ' | //a[contains(concat(" ", normalize-space(@rel), " "), " license ")]/@href'
+    ).get()  # fmt: skip
+    if not href:
+        href = next((h for h in sel.xpath("//a/@href").getall() if CC_LICENSE.match(h.strip())), None)
+    return _absolute(base, href) or _clean(meta.get("license") or meta.get("dc.rights"))
+
+
+# -- the discovery patterns, strongest first -----------------------------------------------
+def find_jsonld(page: _Page) -> None:
+    """JSON-LD ``VideoObject``: ``contentUrl`` (a file) and ``embedUrl`` (a player)."""
+    info = page.info
+    for obj in _jsonld_objects(page.sel):
         if not _is_type(obj, "VideoObject"):
             continue
         thumb = _first_url(obj.get("thumbnailUrl") or obj.get("thumbnail"))
         lic = _first_url(obj.get("license")) or _clean(obj.get("license") if isinstance(obj.get("license"), str) else None)
         fields = dict(
-            title=_clean(obj.get("name")) or page.title,
-            description=_clean(obj.get("description")) or page.description,
-            uploader=_name(obj.get("author") or obj.get("creator") or obj.get("publisher")) or page.uploader,
-            published=_clean(obj.get("uploadDate") or obj.get("datePublished")) or page.published,
+            title=_clean(obj.get("name")) or info.title,
+            description=_clean(obj.get("description")) or info.description,
+            uploader=_name(obj.get("author") or obj.get("creator") or obj.get("publisher")) or info.uploader,
+            published=_clean(obj.get("uploadDate") or obj.get("datePublished")) or info.published,
             duration_hint=parse_duration(obj.get("duration")),
-            thumbnail=_absolute(base, thumb) or page.thumbnail,
-            license=_absolute(base, lic) if lic and "/" in lic else (lic or page.license),
+            thumbnail=page.url(thumb) or info.thumbnail,
+            license=page.url(lic) if lic and "/" in lic else (lic or info.license),
         )  # fmt: skip
-        add(_first_url(obj.get("contentUrl")), "jsonld", "files", **fields)
-        add(_first_url(obj.get("embedUrl")), "jsonld", "ytdlp", **fields)
+        page.add(_first_url(obj.get("contentUrl")), "jsonld", "files", **fields)
+        page.add(_first_url(obj.get("embedUrl")), "jsonld", "ytdlp", **fields)
 
-    # 2. <video src> and <video><source src>
-    for video in sel.xpath("//video"):
-        fields = dict(page_fields, title=_clean(video.attrib.get("title")) or page.title,
-                      thumbnail=_absolute(base, video.attrib.get("poster")) or page.thumbnail,
-                      duration_hint=page_duration)  # fmt: skip
-        add(video.attrib.get("src"), "video_tag", "files", **fields)
+
+def find_video_tags(page: _Page) -> None:
+    """``<video src>`` and its ``<source src>`` children (HLS/DASH by type go to yt-dlp)."""
+    for video in page.sel.xpath("//video"):
+        fields = dict(page.fields, title=_clean(video.attrib.get("title")) or page.info.title,
+                      thumbnail=page.url(video.attrib.get("poster")) or page.info.thumbnail,
+                      duration_hint=page.duration)  # fmt: skip
+        page.add(video.attrib.get("src"), "video_tag", "files", **fields)
         for source in video.xpath(".//source"):
             mime = (source.attrib.get("type") or "").split(";")[0].strip().lower()
-            add(source.attrib.get("src"), "source_tag",
-                "ytdlp" if mime in MANIFEST_TYPES else "files", **fields)  # fmt: skip
+            page.add(source.attrib.get("src"), "source_tag",
+                     "ytdlp" if mime in MANIFEST_TYPES else "files", **fields)  # fmt: skip
 
-    # 3. Open Graph
-    og_fields = dict(page_fields, duration_hint=page_duration)
+
+def find_open_graph(page: _Page) -> None:
+    """``og:video:secure_url``, else ``og:video:url``, else ``og:video``."""
     for key in ("og:video:secure_url", "og:video:url", "og:video"):
-        if meta.get(key):
-            add(meta[key], "og_video", "files", **og_fields)
-            break
+        if page.meta.get(key):
+            page.add(page.meta[key], "og_video", "files", **page.fields, duration_hint=page.duration)
+            return
 
-    # 4. Twitter player card
-    add(meta.get("twitter:player:stream"), "twitter", "files", **og_fields)
-    if meta.get("twitter:player"):
-        add(meta["twitter:player"], "twitter", None, **og_fields)  # only a platform embed
 
-    # 5. links to media files and manifests
-    for anchor in sel.xpath("//a[@href]"):
-        href = _absolute(base, anchor.attrib["href"])
+def find_twitter_card(page: _Page) -> None:
+    """``twitter:player:stream`` (a file), and ``twitter:player`` when it is a platform embed."""
+    fields = dict(page.fields, duration_hint=page.duration)
+    page.add(page.meta.get("twitter:player:stream"), "twitter", "files", **fields)
+    if page.meta.get("twitter:player"):
+        page.add(page.meta["twitter:player"], "twitter", None, **fields)
+
+
+def find_media_links(page: _Page) -> None:
+    """``<a href>`` to a media file or an HLS/DASH manifest, titled by the link text."""
+    for anchor in page.sel.xpath("//a[@href]"):
+        href = page.url(anchor.attrib["href"])
         if not href:
             continue
         ext = _ext(href)
         if ext in LINK_VIDEO_EXTENSIONS or ext in MANIFEST_EXTENSIONS:
             text = _clean(" ".join(anchor.xpath(".//text()").getall()))
-            add(href, "link", None, **dict(page_fields, title=text or page.title))
+            page.add(href, "link", None, **dict(page.fields, title=text or page.info.title))
 
-    # 6. platform embeds
-    for src in sel.xpath("//iframe/@src | //embed/@src | //object/@data").getall():
-        add(src, "embed", None, **page_fields)
 
-    page.videos = list(found.values())
+def find_embeds(page: _Page) -> None:
+    """``<iframe>`` / ``<embed>`` / ``<object data>`` of platforms that yt-dlp supports."""
+    for src in page.sel.xpath("//iframe/@src | //embed/@src | //object/@data").getall():
+        page.add(src, "embed", None, **page.fields)
 
-    # links to follow: <a href>, http(s)-looking pages only, no media, each once
+
+PATTERNS = (find_jsonld, find_video_tags, find_open_graph, find_twitter_card, find_media_links,
+            find_embeds)  # fmt: skip
+
+
+def links_to_follow(page: _Page) -> list[str]:
+    """``<a href>`` pages to crawl next: absolute, each once, no media and no videos found."""
+    links: list[str] = []
     seen: set[str] = set()
-    for href in sel.xpath("//a/@href").getall():
-        link = _absolute(base, href)
-        if not link or link in seen or link in found:
+    for href in page.sel.xpath("//a/@href").getall():
+        link = page.url(href)
+        if not link or link in seen or link in page.found:
             continue
         ext = _ext(link)
         if ext in VIDEO_EXTENSIONS or ext in MANIFEST_EXTENSIONS or ext in NOT_PAGE_EXTENSIONS:
             continue
         seen.add(link)
-        page.links.append(link)
-    return page
+        links.append(link)
+    return links
+
+
+def extract_page(html: str | bytes, url: str) -> PageInfo:
+    """Parse one HTML page fetched from ``url``: its metadata, videos (``PATTERNS``) and links."""
+    page = _Page(html, url)
+    for find in PATTERNS:
+        find(page)
+    page.info.videos = list(page.found.values())
+    page.info.links = links_to_follow(page)
+    return page.info

@@ -11,7 +11,8 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any
 
-# Final states. Every video ends in exactly one of them (DESIGN.md, "Data flow").
+# States. Every video ends in exactly one final state (indexed, duplicate, rejected or failed),
+# recorded and counted by URL in the ledger (crawler/ledger.py): nothing disappears unrecorded.
 NEW = "new"  # in the crawl's item pipelines, not decided yet
 QUEUED = "queued"  # handed to the workers' stream
 INDEXED = "indexed"  # processed and written to the catalogue

@@ -45,6 +45,11 @@ class RedisKeys:
         """The dead-letter stream: entries that failed ``PROCESSING_MAX_ATTEMPTS`` times."""
         return f"{self.prefix}:videos:dead"
 
+    @property
+    def stream_errors(self) -> str:
+        """Hash: stream entry id -> the last error of a failed delivery (shown if dead-lettered)."""
+        return f"{self.prefix}:videos:errors"
+
     group: str = STREAM_GROUP
 
     # --- crawl state -----------------------------------------------------------------------

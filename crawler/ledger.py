@@ -1,7 +1,7 @@
 """Every URL's latest state in Redis, with live counts per state, shared by crawl and workers.
 
-Keys (``KEY_PREFIX`` first): ``<prefix>:ledger`` hashes a video's URL to a JSON record
-``{"status", "video_id", "stage", "error", "source", "at"}``; ``<prefix>:ledger:counts``
+Keys (``RedisKeys.ledger`` / ``ledger_counts``): ``<prefix>:ledger`` hashes a video's URL to a
+JSON record ``{"status", "video_id", "stage", "error", "source", "at"}``; ``<prefix>:ledger:counts``
 holds one counter per state, kept exact by a Lua script that moves a URL from its old
 state's counter to the new one atomically, whatever process writes.
 """
@@ -14,6 +14,7 @@ import redis
 
 import settings
 from crawler.items import VideoItem, utcnow
+from crawler.keys import RedisKeys
 
 _RECORD = """
 local old = redis.call('HGET', KEYS[1], ARGV[1])
@@ -30,10 +31,12 @@ return old
 class Ledger:
     """Records final states by URL and answers counts (``python -m processing status``)."""
 
-    def __init__(self, client: redis.Redis, prefix: str | None = None):
+    def __init__(self, client: redis.Redis, prefix: RedisKeys | str | None = None):
+        """``prefix``: the keys (a ``RedisKeys`` or its prefix); None: ``settings.KEY_PREFIX``."""
+        keys = prefix if isinstance(prefix, RedisKeys) else RedisKeys(prefix or settings.KEY_PREFIX)
         self.client = client
-        self.key = f"{prefix or settings.KEY_PREFIX}:ledger"
-        self.counts_key = f"{self.key}:counts"
+        self.key = keys.ledger
+        self.counts_key = keys.ledger_counts
         self._record = client.register_script(_RECORD)
 
     def record(

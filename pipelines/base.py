@@ -2,7 +2,7 @@
 
 A pipeline subclasses :class:`ItemPipeline`, sets ``stage`` and implements
 ``async process(item) -> str`` returning the outcome code it counts (``"ok"``, ``"local"``...).
-Bad media is reported by raising :class:`~pipelines.media.MediaError`: the base class turns
+Bad media is reported by raising :class:`~crawler.errors.MediaError`: the base class turns
 it into ``item.reject`` (deliberate: not a video, too large...) or ``item.fail`` (retryable)
 and counts ``pipelines/<stage>/<code>`` in Scrapy's stats. Blocking work runs through
 :meth:`ItemPipeline.in_thread`, with a timeout, so the reactor never waits on media.
@@ -14,8 +14,8 @@ import asyncio
 import logging
 from typing import Any
 
+from crawler.errors import MediaError
 from crawler.items import VideoItem
-from pipelines.media import MediaError
 
 logger = logging.getLogger(__name__)
 

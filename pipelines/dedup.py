@@ -1,19 +1,21 @@
 """Exact dedup stage: sha256 of the bytes is the video id; a second copy is a duplicate.
 
-The first URL of every digest is kept in ``<prefix>:sha256`` (HSETNX, atomic across spider
-processes). A later item with the same bytes from another URL becomes ``duplicate`` with
-``duplicate_of`` = that id and is not enqueued. The same URL seen again (a resumed crawl) is
-not its own duplicate. The digest is also written back to the download stage's
-``<prefix>:seen`` claims, so later finds of the URL or platform id name the id.
+The first URL of every digest is kept in ``<prefix>:sha256`` (``pipelines.claims.Sha256Index``,
+atomic across spider processes). A later item with the same bytes from another URL becomes
+``duplicate`` with ``duplicate_of`` = that id and is not enqueued. The same URL seen again (a
+resumed crawl) is not its own duplicate. The digest is also written back to the download
+stage's ``<prefix>:seen`` claims, so later finds of the URL or platform id name the id.
 """
 
 from __future__ import annotations
 
 from crawler.connection import get_redis
+from crawler.errors import MediaError
 from crawler.items import DUPLICATE, VideoItem
+from crawler.keys import RedisKeys
 from pipelines.base import ItemPipeline
-from pipelines.download import SeenIndex
-from pipelines.media import MediaError, sha256_file
+from pipelines.claims import SeenIndex, Sha256Index
+from pipelines.media import sha256_file
 
 
 class DedupPipeline(ItemPipeline):
@@ -23,10 +25,10 @@ class DedupPipeline(ItemPipeline):
 
     def __init__(self, crawler, redis_client=None):
         super().__init__(crawler)
-        prefix = self.settings.get("KEY_PREFIX", "vp")
-        self.client = redis_client or get_redis()
-        self.key = f"{prefix}:sha256"
-        self.seen = SeenIndex(self.client, prefix)
+        keys = RedisKeys.from_settings(self.settings)
+        client = redis_client or get_redis()
+        self.digests = Sha256Index(client, keys)
+        self.seen = SeenIndex(client, keys)
 
     async def process(self, item: VideoItem) -> str:
         if not item.path:
@@ -37,12 +39,9 @@ class DedupPipeline(ItemPipeline):
             raise MediaError("missing_file", str(exc)) from exc
         item.sha256 = item.video_id = digest
         self.seen.resolve(item, digest)
-        if self.client.hsetnx(self.key, digest, item.url):
-            return "new"
-        first = self.client.hget(self.key, digest)
-        if first is not None and first.decode() == item.url:
-            return "same_url"
-        item.status = DUPLICATE
-        item.duplicate_of = digest
-        item.similarity = 1.0
-        return "duplicate"
+        outcome = self.digests.claim(digest, item.url)
+        if outcome == DUPLICATE:
+            item.status = DUPLICATE
+            item.duplicate_of = digest
+            item.similarity = 1.0
+        return outcome

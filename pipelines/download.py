@@ -13,8 +13,8 @@
   ``crawler.netguard.refusal`` end with its reason code (``private_address``...).
 - ``"local"``: the file is already at ``item.path``.
 
-Before any download, the URL and the platform id are claimed in Redis
-(``<prefix>:seen``, HSETNX, shared by every spider process); one claimed before is a
+Before any download, the URL and the platform id are claimed in Redis (``<prefix>:seen``,
+``pipelines.claims.SeenIndex``, shared by every spider process); one claimed before is a
 ``duplicate`` (``duplicate_of`` = its video id once known). A failed download releases its
 claim so that a retry may try again.
 """
@@ -51,78 +51,30 @@ from twisted.internet.defer import CancelledError
 from twisted.internet.error import TimeoutError as TxTimeoutError
 
 from crawler.connection import get_redis
+from crawler.errors import MediaError
 from crawler.items import DUPLICATE, VideoItem, utcnow
+from crawler.keys import RedisKeys
+from crawler.media_types import VIDEO_EXTENSIONS
+from crawler.netguard import NetPolicy, refusal
 from pipelines.base import ItemPipeline
-from pipelines.media import MediaError
+from pipelines.claims import SeenIndex
+from pipelines.media import sha256_file
 
 logger = logging.getLogger(__name__)
 
-VIDEO_EXTENSIONS = frozenset({".mp4", ".m4v", ".mov", ".webm", ".mkv", ".avi", ".ts", ".flv",
-                              ".ogv", ".3gp", ".mpg", ".mpeg", ".wmv"})  # fmt: skip
 
+class DownloadError(MediaError, _QuietFileException):
+    """A :class:`~crawler.errors.MediaError` raised inside the FilesPipeline machinery.
 
-class DownloadError(_QuietFileException):
-    """A download failure with a stable reason code (raised inside the FilesPipeline machinery).
-
-    It derives from Scrapy's (private) filtered-request exception only so that Scrapy does not
-    log a traceback per failed download; the pipeline records and counts every one instead.
+    It also derives from Scrapy's (private) filtered-request exception only so that Scrapy does
+    not log a traceback per failed download; the pipeline records and counts every one instead.
     """
-
-    def __init__(self, code: str, message: str = ""):
-        super().__init__(message or code)
-        self.code = code
-        self.message = message
 
 
 def safe_extension(name: str) -> str:
+    """The file's extension when it is a known video extension, else ``.bin``."""
     ext = Path(name).suffix.lower()
     return ext if ext in VIDEO_EXTENSIONS else ".bin"
-
-
-def _netguard_refusal(url: str, allow_private: bool) -> str | None:
-    try:
-        from crawler.netguard import refusal  # engineer A's module; optional until it exists
-    except ImportError:
-        return None
-    return refusal(url, allow_private)
-
-
-class SeenIndex:
-    """URLs and platform ids claimed by any spider process: ``<prefix>:seen`` in Redis."""
-
-    def __init__(self, client, prefix: str):
-        self.client = client
-        self.key = f"{prefix}:seen"
-
-    @staticmethod
-    def keys(item: VideoItem) -> list[str]:
-        keys = [f"url:{item.url}"]
-        if item.platform_id:
-            keys.append(f"pid:{item.platform_id}")
-        return keys
-
-    def claim(self, item: VideoItem) -> tuple[bool, str | None]:
-        """Claim the item's keys; ``(False, video_id or None)`` when one was claimed before."""
-        keys = self.keys(item)
-        with self.client.pipeline() as pipe:
-            for key in keys:
-                pipe.hsetnx(self.key, key, "")
-            won = pipe.execute()
-        if all(won):
-            return True, None
-        # release what we took just now, keep the earlier claims
-        for key, got in zip(keys, won):
-            if got:
-                self.client.hdel(self.key, key)
-        previous = [self.client.hget(self.key, k) for k, got in zip(keys, won) if not got]
-        video_id = next((v.decode() for v in previous if v), None)
-        return False, video_id
-
-    def release(self, item: VideoItem) -> None:
-        self.client.hdel(self.key, *self.keys(item))
-
-    def resolve(self, item: VideoItem, video_id: str) -> None:
-        self.client.hset(self.key, mapping={k: video_id for k in self.keys(item)})
 
 
 class DownloadPipeline(FilesPipeline, ItemPipeline):
@@ -139,12 +91,12 @@ class DownloadPipeline(FilesPipeline, ItemPipeline):
         self.max_duration = s.getfloat("MEDIA_MAX_DURATION")
         self.ytdlp_timeout = s.getfloat("YTDLP_TIMEOUT", 600.0)
         self.ytdlp_format = s.get("YTDLP_FORMAT")
-        self.allow_private = s.getbool("ALLOW_PRIVATE_NETWORKS")
+        self.allow_private = NetPolicy.from_settings(s)
         self.schemes = set(s.getlist("CRAWL_ALLOWED_SCHEMES") or ["http", "https"])
         if self.max_bytes <= 0:
             raise ValueError(f"MEDIA_MAX_BYTES must be a positive integer, got {self.max_bytes}")
         self._results: dict[int, list] = {}
-        self.seen = SeenIndex(redis_client or get_redis(), s.get("KEY_PREFIX", "vp"))
+        self.seen = SeenIndex(redis_client or get_redis(), RedisKeys.from_settings(s))
 
     @classmethod
     def from_crawler(cls, crawler):
@@ -195,8 +147,8 @@ class DownloadPipeline(FilesPipeline, ItemPipeline):
         ok, value = results[0] if results else (False, None)
         if not ok:
             exc = getattr(value, "value", value)
-            if isinstance(exc, DownloadError):
-                raise MediaError(exc.code, exc.message)
+            if isinstance(exc, MediaError):
+                raise exc
             raise MediaError("download_error", str(exc))
         item.path = self._local_path(value["path"])
         if item.path and os.path.exists(item.path):
@@ -256,7 +208,7 @@ class DownloadPipeline(FilesPipeline, ItemPipeline):
 
     # -- yt-dlp ---------------------------------------------------------------------------
     async def _ytdlp(self, item: VideoItem) -> None:
-        reason = await self.in_thread(_netguard_refusal, item.url, self.allow_private, timeout=30)
+        reason = await self.in_thread(refusal, item.url, self.allow_private, timeout=30)
         if reason:
             raise MediaError(reason, "refused by crawler.netguard")
         if not isinstance(self.store, FSFilesStore):
@@ -271,7 +223,7 @@ class DownloadPipeline(FilesPipeline, ItemPipeline):
             if not files:
                 raise MediaError("ytdlp_error", "yt-dlp wrote no file (filtered by size/duration?)")
             src = max(files, key=lambda p: p.stat().st_size)
-            digest = await self.in_thread(_sha256, src, timeout=self.media_timeout)
+            digest = await self.in_thread(sha256_file, src, timeout=self.media_timeout)
             dest = root / "full" / f"{digest}{safe_extension(src.name)}"
             dest.parent.mkdir(parents=True, exist_ok=True)
             os.replace(src, dest)
@@ -316,8 +268,3 @@ class DownloadPipeline(FilesPipeline, ItemPipeline):
         item.license = item.license or info.get("license")
         item.duration_hint = item.duration_hint or info.get("duration")
 
-
-def _sha256(path: Path) -> str:
-    from pipelines.media import sha256_file
-
-    return sha256_file(path)

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
+from crawler.errors import MediaError
 from crawler.items import VideoItem
 from pipelines.base import ItemPipeline
-from pipelines.media import MediaError
 
 
 class FiltersPipeline(ItemPipeline):

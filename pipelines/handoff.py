@@ -1,7 +1,8 @@
 """Hand-off stage: undecided items go to the workers' Redis stream; every item's state is recorded.
 
-Queued items are XADDed to ``STREAM_KEY`` as ``{"item": item.to_json()}`` (approximate
-``MAXLEN ~ STREAM_MAXLEN``) and marked ``queued``. Every item, queued, duplicate, rejected or
+Queued items are XADDed to the workers' stream (``RedisKeys(KEY_PREFIX).stream``, the prefix
+taken from the crawl's own settings, so ``-s KEY_PREFIX=x`` moves it with the other keys) as
+``{"item": item.to_json()}`` (approximate ``MAXLEN ~ STREAM_MAXLEN``) and marked ``queued``. Every item, queued, duplicate, rejected or
 failed, is recorded in the ledger (``crawler.ledger.Ledger``) and stays in the crawl's feed
 with its status: nothing is dropped. A URL found again (a duplicate of itself) does not
 overwrite its URL's first ledger state.
@@ -15,6 +16,7 @@ import redis
 
 from crawler.connection import get_redis
 from crawler.items import DUPLICATE, QUEUED, VideoItem
+from crawler.keys import RedisKeys
 from crawler.ledger import Ledger
 
 logger = logging.getLogger(__name__)
@@ -28,13 +30,13 @@ class HandoffPipeline:
     def __init__(self, crawler, redis_client=None):
         self.crawler = crawler
         s = crawler.settings
-        prefix = s.get("KEY_PREFIX", "vp")
-        self.stream = s.get("STREAM_KEY") or f"{prefix}:videos"
+        keys = RedisKeys.from_settings(s)
+        self.stream = keys.stream
         self.maxlen = s.getint("STREAM_MAXLEN", 1_000_000)
         if self.maxlen <= 0:
             raise ValueError(f"STREAM_MAXLEN must be a positive integer, got {self.maxlen}")
         self.client = redis_client or get_redis()
-        self.ledger = Ledger(self.client, prefix)
+        self.ledger = Ledger(self.client, keys)
 
     @classmethod
     def from_crawler(cls, crawler):

@@ -1,9 +1,9 @@
 """Media functions without Scrapy: sha256, probe (PyAV, ffprobe fallback), perceptual hash.
 
 The workers and the benchmarks import this module; nothing here imports Scrapy or Twisted.
-Every function takes a local path. Bad media raises :class:`MediaError` with a stable
-reason code (``not_a_video``, ``no_video_stream``, ``undecodable``, ``timeout``...); the
-pipelines turn that into ``item.reject``/``item.fail``.
+Every function takes a local path. Bad media raises :class:`crawler.errors.MediaError`
+with a stable reason code (``not_a_video``, ``no_video_stream``, ``undecodable``,
+``timeout``...); the pipelines turn that into ``item.reject``/``item.fail``.
 
 Perceptual hash (``phash``): 64 bits, 16 hex chars, compared by Hamming distance, with
 videohash's semantics (a collage of frames spread over the whole video, hashed as one
@@ -26,8 +26,9 @@ Measured on tests/data: a -crf 35 re-encode or a half-size copy lands 0-2 bits f
 original (10 for the 30 s globe clip whose source has a keyframe every 3 s and the copy
 every 8.3 s); different clips 18-42 bits apart. Limit: when two encodes place keyframes
 far apart in time on changing content, their hashes drift (a GOP-30 re-encode of
-bikes.mp4: 16 bits), as DESIGN.md's "Media facts" warns; decoding every frame would fix
-it at ~10x the cost.
+bikes.mp4: 16 bits), like any keyframe or frame-sampling hash (videohash puts a clip
+trimmed by 2 s 25/64 bits from its original); decoding every frame would fix it at ~10x
+the cost.
 """
 
 from __future__ import annotations
@@ -42,6 +43,8 @@ from pathlib import Path
 
 import numpy as np
 
+from crawler.errors import MediaError  # raised by every function here
+
 GRID = 16  # sample times over the duration
 SLOTS = 4  # collage cells (2x2), GRID // SLOTS samples averaged per cell
 THUMB = 16  # thumbnail side in pixels
@@ -52,15 +55,6 @@ MAX_KEYFRAMES = 4000  # sequential pass: decode at most this many keyframes
 PROBE_DECODE_PACKETS = 300  # packets tried to get the first frame before "undecodable"
 # FFmpeg's open limits (its defaults, stated): probing reads at most 5 MB / 5 s of stream.
 _OPEN_OPTIONS = {"probesize": str(5 * 1000 * 1000), "analyzeduration": str(5 * 1000 * 1000)}
-
-
-class MediaError(Exception):
-    """A media problem with a stable reason ``code`` (``str(err)`` is the raw message)."""
-
-    def __init__(self, code: str, message: str = ""):
-        super().__init__(message or code)
-        self.code = code
-        self.message = message
 
 
 # --- sha256 ---------------------------------------------------------------------------------

@@ -6,9 +6,10 @@ See ``pipelines.media.phash`` for the algorithm; compare hashes with
 
 from __future__ import annotations
 
+from crawler.errors import MediaError
 from crawler.items import VideoItem
 from pipelines.base import ItemPipeline
-from pipelines.media import MediaError, phash
+from pipelines.media import phash
 
 
 class PhashPipeline(ItemPipeline):

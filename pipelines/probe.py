@@ -10,9 +10,10 @@ Not a video, no video stream or nothing decodable -> rejected; a time cap -> fai
 
 from __future__ import annotations
 
+from crawler.errors import MediaError
 from crawler.items import VideoItem
 from pipelines.base import ItemPipeline
-from pipelines.media import MediaError, probe
+from pipelines.media import probe
 
 
 class ProbePipeline(ItemPipeline):

@@ -26,6 +26,7 @@ NEWSPIDER_MODULE = "crawler.spiders"
 DATA_DIR = str(Path(_env("DATA_DIR", "data")).resolve())
 # Every Redis key the project writes starts with this (scrapy-redis keys excepted: they keep
 # their documented names, e.g. ``web:start_urls``, so ``redis-cli lpush`` works as written).
+# The names themselves are built in one place: crawler/keys.py (RedisKeys).
 KEY_PREFIX = _env("KEY_PREFIX", "vp")
 LOG_LEVEL = _env("LOG_LEVEL", "INFO")
 
@@ -48,9 +49,13 @@ RETRY_TIMES = _env("RETRY_TIMES", 2, int)
 REQUEST_FINGERPRINTER_IMPLEMENTATION = "2.7"
 TWISTED_REACTOR = "twisted.internet.asyncioreactor.AsyncioSelectorReactor"
 FEED_EXPORT_ENCODING = "utf-8"
-# Hosts that resolve to private, loopback or link-local addresses are refused unless this is
-# set (tests and the demo set it to reach their loopback site).
-ALLOW_PRIVATE_NETWORKS = _env("ALLOW_PRIVATE_NETWORKS", False, bool)
+# Hosts that resolve to private, loopback or link-local addresses are refused unless allowed
+# here: true/1 (all), or a comma-separated list of host[:port] / CIDR entries, e.g.
+# "127.0.0.1:8765" (only the test site). Read by crawler.netguard.NetPolicy.
+ALLOW_PRIVATE_NETWORKS = _env("ALLOW_PRIVATE_NETWORKS", False)
+NETGUARD_DNS_TTL = _env("NETGUARD_DNS_TTL", 60.0, float)  # seconds a checked DNS answer is reused
+# Every connection goes to an address netguard checked (crawler/middlewares.py explains why).
+TWISTED_DNS_RESOLVER = "crawler.middlewares.GuardedResolver"
 # Only these schemes are fetched by the web spiders (local files only by the `local` spider).
 CRAWL_ALLOWED_SCHEMES = ["http", "https"]
 WEB_DEFAULT_DEPTH = _env("WEB_DEFAULT_DEPTH", 2, int)
@@ -61,6 +66,11 @@ YTDLP_RESOLVE_TIMEOUT = _env("YTDLP_RESOLVE_TIMEOUT", 120, float)  # one yt-dlp 
 YTDLP_MAX_ENTRIES = _env("YTDLP_MAX_ENTRIES", 0, int)  # cap on entries per playlist; 0: all
 WEB_PAGE_MAX_BYTES = _env("WEB_PAGE_MAX_BYTES", 20 * 1024 * 1024, int)  # a bigger "page" is dropped
 DOWNLOADER_MIDDLEWARES = {"crawler.middlewares.NetguardMiddleware": 50}
+# Prometheus endpoint of a spider process (crawler/metrics.py): off while METRICS_PORT is 0.
+# METRICS_HOST is the bind address (0.0.0.0 in a container); `work --metrics-host` defaults to it.
+METRICS_PORT = _env("METRICS_PORT", 0, int)
+METRICS_HOST = _env("METRICS_HOST", "127.0.0.1")
+EXTENSIONS = {"crawler.metrics.MetricsExtension": 500}
 
 # --- downloads and media -------------------------------------------------------------------
 FILES_STORE = _env("FILES_STORE", str(Path(DATA_DIR) / "videos"))
@@ -76,9 +86,8 @@ YTDLP_FORMAT = _env("YTDLP_FORMAT", "bv*[height<=720]+ba/b[height<=720]/bv*+ba/b
 PHASH_MAX_DISTANCE = _env("PHASH_MAX_DISTANCE", 10, int)  # Hamming bits for "same video"
 
 # --- hand-off to the workers -------------------------------------------------------------
-STREAM_KEY = f"{KEY_PREFIX}:videos"  # the Redis stream the workers consume
-STREAM_GROUP = "workers"
-STREAM_DEAD_KEY = f"{KEY_PREFIX}:videos:dead"
+# The stream, its consumer group and dead-letter stream are named by crawler.keys.RedisKeys
+# from KEY_PREFIX where they are used (never here), so `-s KEY_PREFIX=x` moves them too.
 STREAM_MAXLEN = _env("STREAM_MAXLEN", 1_000_000, int)
 
 # --- processing (python -m processing) ---------------------------------------------------
@@ -127,12 +136,21 @@ SEARCH_SEMANTIC_MIN = _env("SEARCH_SEMANTIC_MIN", 0.3, float)  # cosine a semant
 SEARCH_SEMANTIC_K = _env("SEARCH_SEMANTIC_K", 200, int)
 SEARCH_FACET_SIZE = _env("SEARCH_FACET_SIZE", 20, int)
 SEARCH_EMBED_PER_QUERY = _env("SEARCH_EMBED_PER_QUERY", 256, int)  # `serve`: the rest in background
+SEARCH_DEVICE = _env("SEARCH_DEVICE", "")  # torch device for the text model; empty: its own choice
 # A CLIP model (sentence-transformers name or path) whose descriptors are in the catalogue:
 # enables text-to-video search over them. Empty: off.
 SEARCH_CLIP_MODEL = _env("SEARCH_CLIP_MODEL", "")
-# The search page serves a video only from the path its document records; when this is set
-# (os.pathsep-separated folders), only from under these folders.
+# The search page serves a video only from the path its document records, only from under
+# FILES_STORE or these folders (os.pathsep-separated; add the folders of `local` crawls), and
+# only while it is still the indexed file (its sha256); thumbnails also from DATA_DIR/thumbnails.
 SEARCH_MEDIA_ROOTS = [p for p in _env("SEARCH_MEDIA_ROOTS", "").split(os.pathsep) if p]
+# `serve`: a token every request must carry (needed to bind anything but loopback), the cap on
+# open connections (more are answered 503), seconds a client has to send its request, and
+# seconds any one read or write of a connection may stall.
+SEARCH_TOKEN = _env("SEARCH_TOKEN", "")
+SEARCH_MAX_CONNECTIONS = _env("SEARCH_MAX_CONNECTIONS", 64, int)
+SEARCH_REQUEST_TIMEOUT = _env("SEARCH_REQUEST_TIMEOUT", 10.0, float)
+SEARCH_SOCKET_TIMEOUT = _env("SEARCH_SOCKET_TIMEOUT", 30.0, float)
 
 # --- item pipelines, in order -----------------------------------------------------------
 ITEM_PIPELINES = {

@@ -1,4 +1,9 @@
-"""Shared fixtures: real Redis (a spare db, flushed), the embedded server, media files, env."""
+"""Shared fixtures: real Redis (a spare db, flushed), the embedded server, media files, env.
+
+Redis: the machine's server at ``TEST_REDIS_URL`` when one answers there, else one embedded
+Valkey (crawler/connection.py) for the whole session, in a temp dir, stopped at the end; so
+``make test`` needs nothing listening on 6379.
+"""
 
 import os
 import sys
@@ -14,17 +19,29 @@ DATA = Path(__file__).resolve().parent / "data"
 TEST_REDIS_URL = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379/13")
 
 
-@pytest.fixture
-def redis_url(monkeypatch):
-    """A real Redis: an empty spare db, REDIS_URL pointing at it (also for subprocesses)."""
-    client = redis.Redis.from_url(TEST_REDIS_URL)
+@pytest.fixture(scope="session")
+def test_redis_server(tmp_path_factory):
+    """The URL of the session's Redis: TEST_REDIS_URL if it answers, else an embedded server."""
+    from crawler.connection import answers, ensure_embedded, stop_embedded
+
+    if answers(TEST_REDIS_URL):
+        yield TEST_REDIS_URL
+        return
+    root = tmp_path_factory.mktemp("embedded-redis")
+    url = ensure_embedded(root)
     try:
-        client.ping()
-    except redis.ConnectionError:
-        pytest.fail(f"no Redis at {TEST_REDIS_URL}: start one (redis-server --port 6379)")
+        yield url
+    finally:
+        stop_embedded(root)
+
+
+@pytest.fixture
+def redis_url(test_redis_server, monkeypatch):
+    """A real Redis: an empty spare db, REDIS_URL pointing at it (also for subprocesses)."""
+    client = redis.Redis.from_url(test_redis_server)
     client.flushdb()
-    monkeypatch.setenv("REDIS_URL", TEST_REDIS_URL)
-    yield TEST_REDIS_URL
+    monkeypatch.setenv("REDIS_URL", test_redis_server)
+    yield test_redis_server
     client.flushdb()
     client.close()
 
@@ -63,14 +80,12 @@ def embedded_redis(data_dir, monkeypatch):
 
 @pytest.fixture
 def key_prefix(monkeypatch):
-    """A unique KEY_PREFIX for this test (settings and subprocesses)."""
+    """A unique KEY_PREFIX for this test (settings and subprocesses); names: RedisKeys(prefix)."""
     import settings
 
     prefix = f"t{uuid.uuid4().hex[:8]}"
     monkeypatch.setenv("KEY_PREFIX", prefix)
     monkeypatch.setattr(settings, "KEY_PREFIX", prefix)
-    monkeypatch.setattr(settings, "STREAM_KEY", f"{prefix}:videos")
-    monkeypatch.setattr(settings, "STREAM_DEAD_KEY", f"{prefix}:videos:dead")
     return prefix
 
 

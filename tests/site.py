@@ -1,6 +1,9 @@
 """The local HTTP test site: static pages, real clips with Range, HLS, and one route per failure.
 
 Routes (see each handler method):
+  /<name>.html               a saved extraction case, tests/data/pages/web/<name, - as _>/input.html,
+                             when there is one (each page stored once: video-tag.html is
+                             pages/web/video_tag/input.html)
   /<path>                    static files from tests/data/site/ (index.html for directories)
   /media/<name>.mp4          the real clips tests/data/<name>.mp4 (video/mp4, Range support)
   /hls/bbb/index.m3u8 (+ts)  HLS made once with ffmpeg from bigbuckbunny.mp4
@@ -40,6 +43,7 @@ from urllib.parse import parse_qs, unquote, urlparse
 
 DATA = Path(__file__).resolve().parent / "data"
 SITE = DATA / "site"
+SAVED_PAGES = DATA / "pages" / "web"  # crawler/extract.py's saved cases, also pages of the site
 CLIPS = sorted(p.stem for p in DATA.glob("*.mp4"))
 SLOW_SECONDS = 30.0
 SLOW_INTERVAL = 0.5
@@ -63,6 +67,15 @@ def hls_dir() -> Path:
             subprocess.run(cmd, check=True, timeout=60, capture_output=True)
             _hls_dir = out
         return _hls_dir
+
+
+def saved_page(path: str) -> Path | None:
+    """The saved case that ``/<name>.html`` serves, or None (then tests/data/site/ has it)."""
+    m = re.fullmatch(r"/([a-z0-9-]+)\.html", path)
+    if not m:
+        return None
+    page = SAVED_PAGES / m.group(1).replace("-", "_") / "input.html"
+    return page if page.is_file() else None
 
 
 class SiteHandler(SimpleHTTPRequestHandler):
@@ -107,6 +120,8 @@ class SiteHandler(SimpleHTTPRequestHandler):
             return self._gen(int(m.group(1)), parse_qs(url.query))
         if path.startswith("/optout-header/"):
             return self._static(extra={"X-Robots-Tag": "noai"})
+        if saved := saved_page(path):
+            return self._file(saved, "text/html; charset=utf-8")
         return self._static()
 
     # -- helpers --------------------------------------------------------------------------

@@ -12,6 +12,7 @@ from scrapy.exceptions import DontCloseSpider, ScrapyDeprecationWarning
 from scrapy_redis.spiders import RedisSpider
 
 from crawler.items import VideoItem
+from crawler.keys import RedisKeys
 
 # scrapy-redis 0.9.1 still passes `spider=` to the stats collector; the warning is theirs.
 warnings.filterwarnings("ignore", category=ScrapyDeprecationWarning, module=r"scrapy_redis\.")
@@ -51,7 +52,7 @@ class RedisBaseSpider(RedisSpider):
     @classmethod
     def from_crawler(cls, crawler, *args, **kwargs):
         spider = super().from_crawler(crawler, *args, **kwargs)
-        spider.seen_key = f"{spider.name}:videos_seen"
+        spider.seen_key = RedisKeys.videos_seen(spider.name)
         if crawler.settings.getbool("SCHEDULER_FLUSH_ON_START"):
             spider.server.delete(spider.seen_key)
         if spider.start_value:

@@ -10,40 +10,15 @@ from urllib.parse import unquote, urlsplit
 import scrapy
 
 from crawler.items import VideoItem
+from crawler.media_types import SNIFF_BYTES, has_video_extension, sniff
 from crawler.spiders.base import RedisBaseSpider
 
-# Extensions that say "video" even when the bytes do not (the probe pipeline then records why).
-VIDEO_EXTENSIONS = frozenset(
-    ".mp4 .m4v .mov .webm .mkv .avi .ogv .flv .wmv .mpg .mpeg .3gp .3g2 .mts .m2ts .ts .vob .asf".split()
-)
-# ISO-BMFF brands of still images and audio-only files (HEIC, AVIF, M4A...): not videos.
-NON_VIDEO_BRANDS = frozenset({b"heic", b"heix", b"mif1", b"msf1", b"avif", b"avis", b"M4A ", b"M4B ", b"M4P "})
-SNIFF_BYTES = 400
 
-
-def sniff(head: bytes) -> str | None:
-    """The container family the first bytes of a file announce, or None."""
-    if len(head) >= 12 and head[4:8] == b"ftyp":
-        return None if head[8:12] in NON_VIDEO_BRANDS else "isobmff"
-    if len(head) >= 8 and head[4:8] in (b"moov", b"mdat", b"wide", b"free"):
-        return "quicktime"
-    if head.startswith(b"\x1a\x45\xdf\xa3"):
-        return "matroska"
-    if head.startswith(b"RIFF") and head[8:12] in (b"AVI ", b"AVIX"):
-        return "avi"
-    if head.startswith(b"OggS"):
-        return "ogg"
-    if head.startswith(b"FLV\x01"):
-        return "flv"
-    if head.startswith(b"\x30\x26\xb2\x75\x8e\x66\xcf\x11"):
-        return "asf"
-    if head.startswith(b"\x00\x00\x01\xba") or head.startswith(b"\x00\x00\x01\xb3"):
-        return "mpeg-ps"
-    if len(head) >= 377 and head[0] == 0x47 and head[188] == 0x47 and head[376] == 0x47:
-        return "mpeg-ts"
-    if len(head) >= 197 and head[4] == 0x47 and head[196] == 0x47:
-        return "m2ts"
-    return None
+def _look(path: str) -> tuple[bool, str | None]:
+    """(is it a video, the container its first bytes announce); raises OSError."""
+    with open(path, "rb") as f:
+        kind = sniff(f.read(SNIFF_BYTES))
+    return bool(kind) or has_video_extension(path), kind
 
 
 def _scan_dir(directory: str) -> tuple[list[tuple[str, str | None]], list[str], dict[str, int]]:
@@ -61,16 +36,26 @@ def _scan_dir(directory: str) -> tuple[list[tuple[str, str | None]], list[str], 
             if not entry.is_file(follow_symlinks=True):
                 skipped["not_regular"] = skipped.get("not_regular", 0) + 1
                 continue
-            with open(entry.path, "rb") as f:
-                kind = sniff(f.read(SNIFF_BYTES))
+            is_video, kind = _look(entry.path)
         except OSError:
             skipped["unreadable_files"] = skipped.get("unreadable_files", 0) + 1
             continue
-        if kind or Path(entry.name).suffix.lower() in VIDEO_EXTENSIONS:
+        if is_video:
             videos.append((entry.path, kind))
         else:
             skipped["not_video"] = skipped.get("not_video", 0) + 1
     return videos, subdirs, skipped
+
+
+def _scan_single(path: str):
+    """A start path that is one file: the same verdict as inside a folder."""
+    try:
+        is_video, kind = _look(path)
+    except OSError:
+        return [], [], {"unreadable_files": 1}
+    if is_video:
+        return [(path, kind)], [], {}
+    return [], [], {"not_video": 1}
 
 
 class LocalSpider(RedisBaseSpider):
@@ -130,14 +115,3 @@ class LocalSpider(RedisBaseSpider):
         return VideoItem(url=p.as_uri(), source="local", path=str(p), download_via="local",
                          title=p.stem)  # fmt: skip
 
-
-def _scan_single(path: str):
-    """A start path that is one file: the same verdict as inside a folder."""
-    try:
-        with open(path, "rb") as f:
-            kind = sniff(f.read(SNIFF_BYTES))
-    except OSError:
-        return [], [], {"unreadable_files": 1}
-    if kind or Path(path).suffix.lower() in VIDEO_EXTENSIONS:
-        return [(path, kind)], [], {}
-    return [], [], {"not_video": 1}

@@ -12,9 +12,9 @@ from scrapy.http import TextResponse
 
 from crawler.extract import ROBOTS_OPT_OUT, VideoCandidate, extract_page
 from crawler.items import VideoItem
-from crawler.netguard import UNRESOLVABLE, refusal, scheme_refusal
+from crawler.media_types import SNIFF_BYTES, sniff
+from crawler.netguard import UNRESOLVABLE, NetPolicy, refusal, scheme_refusal
 from crawler.spiders.base import RedisBaseSpider
-from crawler.spiders.local import SNIFF_BYTES, sniff
 
 
 def _host(url: str) -> str:
@@ -76,7 +76,7 @@ class WebSpider(RedisBaseSpider):
     @classmethod
     def from_crawler(cls, crawler, *args, **kwargs):
         spider = super().from_crawler(crawler, *args, **kwargs)
-        spider.allow_private = crawler.settings.getbool("ALLOW_PRIVATE_NETWORKS")
+        spider.allow_private = NetPolicy.from_settings(crawler.settings)
         spider.default_depth = crawler.settings.getint("WEB_DEFAULT_DEPTH", 2)
         spider.page_max_bytes = crawler.settings.getint("WEB_PAGE_MAX_BYTES", 20 * 1024 * 1024)
         crawler.signals.connect(spider.on_headers, signal=signals.headers_received)

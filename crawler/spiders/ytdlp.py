@@ -8,7 +8,7 @@ from urllib.parse import quote
 import scrapy
 
 from crawler.items import VideoItem
-from crawler.netguard import UNRESOLVABLE, refusal
+from crawler.netguard import UNRESOLVABLE, NetPolicy, refusal
 from crawler.spiders.base import RedisBaseSpider
 
 
@@ -54,7 +54,7 @@ class YtdlpSpider(RedisBaseSpider):
     @classmethod
     def from_crawler(cls, crawler, *args, **kwargs):
         spider = super().from_crawler(crawler, *args, **kwargs)
-        spider.allow_private = crawler.settings.getbool("ALLOW_PRIVATE_NETWORKS")
+        spider.allow_private = NetPolicy.from_settings(crawler.settings)
         spider.timeout = crawler.settings.getfloat("YTDLP_RESOLVE_TIMEOUT", 120)
         spider.max_entries = crawler.settings.getint("YTDLP_MAX_ENTRIES", 0)
         return spider

@@ -1,13 +1,13 @@
 """crawler.extract on saved pages: each case's input.html must give its expected.json exactly."""
 
 import json
-from pathlib import Path
 
 import pytest
 
 from crawler.extract import extract_page, parse_duration, platform_extractor
+from tests.conftest import DATA
 
-PAGES = Path(__file__).parent / "data" / "pages" / "web"
+PAGES = DATA / "pages" / "web"
 CASES = sorted(p.name for p in PAGES.iterdir() if (p / "input.html").exists())
 
 

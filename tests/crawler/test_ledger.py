@@ -1,0 +1,24 @@
+"""The ledger: every URL's latest state, exact counts per state, under the test's key prefix."""
+
+from crawler.keys import RedisKeys
+from crawler.ledger import Ledger
+
+
+def test_ledger_moves_counts_between_states(redis_client, key_prefix):
+    ledger = Ledger(redis_client)
+    ledger.record("u1", "queued", video_id="v1")
+    ledger.record("u2", "queued", video_id="v2")
+    ledger.record("u3", "rejected", stage="probe", error="not_a_video")
+    ledger.record("u1", "indexed", video_id="v1")
+    assert ledger.counts() == {"queued": 1, "indexed": 1, "rejected": 1}
+    assert ledger.get("u3")["error"] == "not_a_video"
+    assert dict(ledger.entries("queued")).keys() == {"u2"}
+
+
+def test_ledger_writes_only_under_its_prefix(redis_client, key_prefix):
+    keys = RedisKeys("other")
+    Ledger(redis_client, keys).record("u1", "queued")
+    Ledger(redis_client, "other").record("u2", "failed", stage="probe", error="timeout")
+    assert sorted(k.decode() for k in redis_client.keys("*")) == [keys.ledger, keys.ledger_counts]
+    assert Ledger(redis_client, keys).counts() == {"queued": 1, "failed": 1}
+    assert Ledger(redis_client).counts() == {}  # the test's own prefix (settings.KEY_PREFIX)
