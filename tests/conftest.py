@@ -17,6 +17,19 @@ ROOT = Path(__file__).resolve().parent.parent
 DATA = Path(__file__).resolve().parent / "data"
 # The machine's Redis; tests own db 13 and flush it before and after each test that uses it.
 TEST_REDIS_URL = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379/13")
+# Read before any test runs: the real Elasticsearch a user pointed the suite at, for the tests
+# that ask for it (tests/processing/catalogue); every other test runs with it cleared.
+LIVE_ELASTICSEARCH_URL = os.environ.get("ELASTICSEARCH_URL", "")
+
+
+@pytest.fixture(autouse=True)
+def no_live_elasticsearch(monkeypatch):
+    """ELASTICSEARCH_URL cleared for this process (settings) and its subprocesses (env)."""
+    import settings
+
+    monkeypatch.delenv("ELASTICSEARCH_URL", raising=False)
+    monkeypatch.setattr(settings, "ELASTICSEARCH_URL", "")
+
 
 
 @pytest.fixture(scope="session")

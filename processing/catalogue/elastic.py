@@ -7,6 +7,11 @@ index can be rebuilt (``rebuild()``) and the alias swapped atomically. Writes ar
 with exponential back-off on 429 and 5xx. Search takes the same ``SearchQuery`` as the embedded
 engine: BM25 over the text fields, blended with a kNN over the MiniLM text embedding, filters,
 facet aggregations and paging; ``similar`` is a kNN over the video descriptor of the same model.
+
+The elasticsearch 9.x client asks for 9.x responses (``compatible-with=9``); Elasticsearch 8
+and older refuse them. ``setup()`` reads the server's version first: a refusal raises
+``ServerVersionError`` saying Elasticsearch 9 is needed, and a server that reports an older
+version yet answers (an ES-API emulator such as noida-db does) gets a warning.
 """
 
 from __future__ import annotations
@@ -14,39 +19,37 @@ from __future__ import annotations
 import json
 import logging
 import time
-import urllib.request
 import uuid
+from dataclasses import replace
 from datetime import datetime, timezone
-from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator, Mapping
+from urllib.parse import urlsplit
 
-import settings
-from processing.catalogue import Catalogue, Document
-from processing.search import (
-    SearchHit,
-    SearchQuery,
-    SearchResult,
-    doc_tags,
-    embedding_text,
-    label_text,
-    public_doc,
-)
+from elastic_transport import ConnectionError as TransportConnectionError
+from elastic_transport import ConnectionTimeout
+from elasticsearch import BadRequestError, Elasticsearch, NotFoundError, helpers
+from elasticsearch import __versionstr__ as CLIENT_VERSION
+
+from processing.catalogue.base import Catalogue, Document, SearchHit, SearchQuery, SearchResult
+from processing.catalogue.config import CatalogueConfig
+from processing.catalogue.documents import doc_tags, embedding_text, label_text, public_doc
+from processing.catalogue.textembed import TextEmbedder
 
 log = logging.getLogger(__name__)
 
-KIBANA_DIR = Path(__file__).resolve().parent.parent / "deploy" / "kibana"
 RETRY_STATUS = frozenset({429, 500, 502, 503, 504})
 TEXT_FIELDS = {"title": 3.0, "description": 1.0, "caption": 1.5, "ocr_text": 1.0, "transcript": 1.0, "tags.text": 2.0}
 DATE_FIELDS = ("fetched_at", "processed_at", "indexed_at")
+NEWEST_FIRST = [{"indexed_at": {"order": "desc", "unmapped_type": "date"}}, {"video_id": "asc"}]
+NO_VECTORS = {"excludes": ["vector", "text_vector"]}
 
 
 def _text_with_keyword(analyzer: str = "standard") -> dict:
     return {"type": "text", "analyzer": analyzer, "fields": {"keyword": {"type": "keyword", "ignore_above": 512}}}
 
 
-def index_template(alias: str | None = None, shards: int = 1, replicas: int = 0) -> dict[str, Any]:
+def index_template(alias: str, shards: int = 1, replicas: int = 0) -> dict[str, Any]:
     """The composable index template body for ``<alias>-*`` with explicit mappings."""
-    alias = alias or settings.ELASTICSEARCH_INDEX
     keyword = {"type": "keyword"}
     properties: dict[str, Any] = {
         "video_id": keyword, "url": keyword, "page_url": keyword, "source": keyword,
@@ -150,8 +153,7 @@ def _filters(q: SearchQuery) -> list[dict]:
     return f
 
 
-def _aggs() -> dict:
-    size = settings.SEARCH_FACET_SIZE
+def _aggs(size: int) -> dict:
     return {
         "tags": {"terms": {"field": "tags", "size": size}},
         "sources": {"terms": {"field": "source", "size": size}},
@@ -159,16 +161,21 @@ def _aggs() -> dict:
     }
 
 
-def search_body(q: SearchQuery, query_vector=None, alpha: float | None = None) -> dict[str, Any]:
-    """The _search request for ``q``: BM25 (weight alpha) + kNN on text_vector (1 - alpha)."""
-    alpha = settings.SEARCH_BM25_WEIGHT if alpha is None else alpha
+def _knn(field: str, vector, k: int, filters) -> dict[str, Any]:
+    return {"field": field, "query_vector": [float(x) for x in vector], "k": k,
+            "num_candidates": min(max(2 * k, 100), 10_000), "filter": filters}  # fmt: skip
+
+
+def search_body(q: SearchQuery, cfg: CatalogueConfig, query_vector=None) -> dict[str, Any]:
+    """The _search request for ``q``: BM25 (weight ``cfg.bm25_weight``) + kNN on text_vector (the rest)."""
+    alpha = cfg.bm25_weight
     filters = _filters(q)
     body: dict[str, Any] = {
         "from": q.offset,
         "size": q.per_page,
         "track_total_hits": True,
-        "_source": {"excludes": ["vector", "text_vector"]},
-        "aggs": _aggs(),
+        "_source": NO_VECTORS,
+        "aggs": _aggs(cfg.facet_size),
     }
     if q.text:
         body["query"] = {
@@ -184,33 +191,26 @@ def search_body(q: SearchQuery, query_vector=None, alpha: float | None = None) -
             }
         }  # fmt: skip
         if query_vector is not None:
-            k = max(settings.SEARCH_SEMANTIC_K, q.offset + q.per_page)
-            body["knn"] = {
-                "field": "text_vector", "query_vector": [float(x) for x in query_vector], "k": k,
-                "num_candidates": min(max(2 * k, 100), 10_000), "filter": filters,
-                "similarity": settings.SEARCH_SEMANTIC_MIN, "boost": 1.0 - alpha,
-            }  # fmt: skip
+            k = max(cfg.semantic_k, q.offset + q.per_page)
+            body["knn"] = {**_knn("text_vector", query_vector, k, filters),
+                           "similarity": cfg.semantic_min, "boost": 1.0 - alpha}  # fmt: skip
     else:
         body["query"] = {"bool": {"filter": filters}}
-        body["sort"] = [{"indexed_at": {"order": "desc", "unmapped_type": "date"}}, {"video_id": "asc"}]
+        body["sort"] = NEWEST_FIRST
     return body
 
 
-def similar_body(vector, model: str | None, video_id: str, q: SearchQuery) -> dict[str, Any]:
+def similar_body(vector, model: str | None, video_id: str, q: SearchQuery, facet_size: int) -> dict[str, Any]:
     """A kNN over the video descriptors of the same model, excluding the video itself."""
     filters = _filters(q) + [{"term": {"embedding_model": model}}] if model else _filters(q)
-    k = q.offset + q.per_page
+    exclude_self = {"bool": {"filter": filters, "must_not": [{"ids": {"values": [video_id]}}]}}
     return {
         "from": q.offset,
         "size": q.per_page,
-        "_source": {"excludes": ["vector", "text_vector"]},
-        "knn": {
-            "field": "vector", "query_vector": [float(x) for x in vector], "k": k,
-            "num_candidates": min(max(2 * k, 100), 10_000),
-            "filter": {"bool": {"filter": filters, "must_not": [{"ids": {"values": [video_id]}}]}},
-        },
-        "aggs": _aggs(),
-    }  # fmt: skip
+        "_source": NO_VECTORS,
+        "knn": _knn("vector", vector, q.offset + q.per_page, exclude_self),
+        "aggs": _aggs(facet_size),
+    }
 
 
 def parse_response(q: SearchQuery, resp: Mapping[str, Any], similar_to: str | None = None) -> SearchResult:
@@ -241,9 +241,10 @@ class BulkError(RuntimeError):
 def bulk_write(
     client,
     actions: list[dict],
-    max_retries: int | None = None,
-    backoff: float | None = None,
-    chunk_size: int | None = None,
+    *,
+    max_retries: int,
+    backoff: float,
+    chunk_size: int,
     sleep: Callable[[float], None] = time.sleep,
 ) -> dict[str, int]:
     """Send ``actions`` (each with ``_id``) in bulk; retry 429/5xx items and failed requests.
@@ -251,13 +252,6 @@ def bulk_write(
     Returns counts {"written", "retries"}; raises ``BulkError`` naming the documents that were
     rejected (4xx other than 429) or still failing after ``max_retries`` back-offs.
     """
-    from elastic_transport import ConnectionError as TransportConnectionError
-    from elastic_transport import ConnectionTimeout
-    from elasticsearch import helpers
-
-    max_retries = settings.ELASTICSEARCH_MAX_RETRIES if max_retries is None else max_retries
-    backoff = settings.ELASTICSEARCH_BACKOFF if backoff is None else backoff
-    chunk_size = chunk_size or settings.ELASTICSEARCH_BULK_CHUNK
     pending = {a["_id"]: a for a in actions}
     failures: dict[str, str] = {}
     written = retries = 0
@@ -298,73 +292,138 @@ def bulk_write(
     return {"written": written, "retries": retries}
 
 
-# --- the backend --------------------------------------------------------------------------------
-def make_client(url: str | None = None, **kwargs):
-    """An Elasticsearch client from settings (API key or basic auth from the environment)."""
-    from elasticsearch import Elasticsearch
+# --- the server ---------------------------------------------------------------------------------
+SERVER_MAJOR = int(CLIENT_VERSION.split(".")[0])  # the client speaks to servers of its own major
 
-    url = url or settings.ELASTICSEARCH_URL
-    if not url:
+
+class ServerVersionError(RuntimeError):
+    """The server refused this client's requests: it is older than the client's major version."""
+
+
+def check_server(client, url: str) -> tuple[str, str | None]:
+    """The server's version number, and a warning when it reports an older major than the client."""
+    parts = urlsplit(url)
+    url = f"{parts.scheme}://{parts.hostname}" + (f":{parts.port}" if parts.port else "")  # no credentials
+    try:
+        info = client.info()
+    except BadRequestError as exc:
+        if "media_type_header" not in str(exc.message):
+            raise
+        raise ServerVersionError(
+            f"{url} refused the elasticsearch {CLIENT_VERSION} client's requests ({exc.message}): "
+            f"this project needs Elasticsearch {SERVER_MAJOR}.x; Elasticsearch {SERVER_MAJOR - 1} and older "
+            f"refuse the {SERVER_MAJOR}.x client"
+        ) from exc
+    number = str(info["version"]["number"])
+    if int(number.split(".")[0]) >= SERVER_MAJOR:
+        return number, None
+    return number, (
+        f"{url} reports Elasticsearch {number}, older than the elasticsearch {CLIENT_VERSION} client "
+        f"(made for Elasticsearch {SERVER_MAJOR}; a real {number.split('.')[0]}.x cluster refuses its requests). "
+        f"This server answered them, as an ES-API emulator does, so set-up goes on: "
+        f"use Elasticsearch {SERVER_MAJOR} in production"
+    )
+
+
+# --- the backend --------------------------------------------------------------------------------
+def make_client(cfg: CatalogueConfig, **kwargs) -> Elasticsearch:
+    """An Elasticsearch client for ``cfg.url`` (API key or basic auth, CA certificates)."""
+    if not cfg.url:
         raise ValueError("ELASTICSEARCH_URL is not set")
     opts: dict[str, Any] = {"request_timeout": 30, "retry_on_timeout": True, "max_retries": 2}
-    if settings.ELASTICSEARCH_API_KEY:
-        opts["api_key"] = settings.ELASTICSEARCH_API_KEY
-    elif settings.ELASTICSEARCH_USERNAME:
-        opts["basic_auth"] = (settings.ELASTICSEARCH_USERNAME, settings.ELASTICSEARCH_PASSWORD)
-    if settings.ELASTICSEARCH_CA_CERTS:
-        opts["ca_certs"] = settings.ELASTICSEARCH_CA_CERTS
+    if cfg.api_key:
+        opts["api_key"] = cfg.api_key
+    elif cfg.username:
+        opts["basic_auth"] = (cfg.username, cfg.password)
+    if cfg.ca_certs:
+        opts["ca_certs"] = cfg.ca_certs
     opts.update(kwargs)
-    return Elasticsearch(url, **opts)
+    return Elasticsearch(cfg.url, **opts)
 
 
 class ElasticCatalogue(Catalogue):
-    """The catalogue on Elasticsearch; every write and read goes through the alias."""
+    """The catalogue on Elasticsearch; every write and read goes through the alias.
 
-    def __init__(self, url: str | None = None, index: str | None = None, client=None,
-                 embedder=None, text_vectors: bool | None = None, refresh: bool | str = False):  # fmt: skip
-        self.alias = index or settings.ELASTICSEARCH_INDEX
-        if not self.alias or self.alias != self.alias.lower() or "*" in self.alias:
-            raise ValueError(f"ELASTICSEARCH_INDEX must be a lower-case index name, got {self.alias!r}")
-        self.client = client if client is not None else make_client(url)
-        self.text_vectors = settings.SEARCH_SEMANTIC if text_vectors is None else text_vectors
+    ``url`` and ``index`` override the configuration's; ``refresh_each`` makes every upsert
+    refresh the index (tests); otherwise ``refresh()`` makes the writes so far searchable.
+    """
+
+    def __init__(self, url: str | None = None, index: str | None = None, *, config: CatalogueConfig | None = None,
+                 client=None, embedder=None, text_vectors: bool | None = None, refresh_each: bool = False):  # fmt: skip
+        cfg = config or CatalogueConfig.from_settings()
+        self.config = replace(cfg, **{k: v for k, v in (("url", url), ("index", index)) if v is not None})
+        self.alias = self.config.index
+        self.client = client if client is not None else make_client(self.config)
+        self.text_vectors = self.config.semantic if text_vectors is None else text_vectors
         self._embedder = embedder
-        self.refresh = refresh
+        self.refresh_each = refresh_each
+        self.server_version: str | None = None
         self._ready = False
 
-    @property
-    def embedder(self):
-        if self._embedder is None and self.text_vectors:
-            from processing.textembed import TextEmbedder
+    @classmethod
+    def from_config(cls, config: CatalogueConfig) -> ElasticCatalogue:
+        return cls(config=config)
 
-            self._embedder = TextEmbedder.shared()
+    @property
+    def embedder(self) -> TextEmbedder | None:
+        if self._embedder is None and self.text_vectors:
+            self._embedder = TextEmbedder.shared(self.config.text_model, self.config.device)
         return self._embedder
 
     # -- set-up --
     def setup(self) -> dict[str, Any]:
-        """Put the index template and create the first index behind the alias (idempotent)."""
+        """Check the server, put the index template, create the first index behind the alias (idempotent).
+
+        Raises ``ServerVersionError`` when the server refuses this client (Elasticsearch < 9).
+        """
+        self.server_version, warning = check_server(self.client, self.config.url)
         self.client.indices.put_index_template(name=self.alias, body=index_template(self.alias))
         created = None
         if not self.client.indices.exists_alias(name=self.alias):
             created = f"{self.alias}-000001"
             self.client.indices.create(index=created, aliases={self.alias: {"is_write_index": True}})
         self._ready = True
-        return {"template": self.alias, "alias": self.alias, "created_index": created}
+        return {"template": self.alias, "alias": self.alias, "created_index": created,
+                "server_version": self.server_version, "warning": warning}  # fmt: skip
 
-    def rebuild(self) -> str:
-        """Reindex into a fresh index from the current template and swap the alias atomically."""
+    def indices(self) -> list[str]:
+        """The concrete indices behind the alias."""
+        return sorted(self.client.indices.get_alias(name=self.alias))
+
+    def rebuild(self) -> dict[str, Any]:
+        """Reindex into a fresh index from the current template, swap the alias, delete the old index.
+
+        Documents written to the old index while the copy ran are copied after the swap (those
+        not yet in the new index), then the old index is deleted by name: a rebuild leaves one
+        index behind the alias and none without it.
+        """
         self.setup()
-        old = list(self.client.indices.get_alias(name=self.alias))
+        old = ",".join(self.indices())
         new = f"{self.alias}-{datetime.now(timezone.utc):%Y%m%d%H%M%S}-{uuid.uuid4().hex[:4]}"
         self.client.indices.create(index=new)
-        self.client.reindex(source={"index": self.alias}, dest={"index": new}, wait_for_completion=True, refresh=True)
-        actions = [{"remove": {"index": i, "alias": self.alias}} for i in old]
+        self.refresh()  # reindex copies what a search sees
+        self.client.reindex(source={"index": old}, dest={"index": new}, wait_for_completion=True, refresh=True)
+        actions = [{"remove": {"index": i, "alias": self.alias}} for i in old.split(",")]
         actions.append({"add": {"index": new, "alias": self.alias, "is_write_index": True}})
         self.client.indices.update_aliases(actions=actions)
-        return new
+        self.client.indices.refresh(index=old)
+        self.client.reindex(source={"index": old}, dest={"index": new, "op_type": "create"},
+                            conflicts="proceed", wait_for_completion=True, refresh=True)  # fmt: skip
+        self.client.indices.delete(index=old)
+        return {"index": new, "deleted": old.split(",")}
+
+    def delete(self) -> list[str]:
+        """Delete every index behind the alias and the index template, by name; returns the indices."""
+        gone = self.indices() if self.client.indices.exists_alias(name=self.alias) else []
+        if gone:
+            self.client.indices.delete(index=",".join(gone))
+        self.client.options(ignore_status=404).indices.delete_index_template(name=self.alias)
+        self._ready = False
+        return gone
 
     def _ensure(self):
-        if not self._ready:
-            self.setup()
+        if not self._ready and (warning := self.setup()["warning"]):
+            log.warning("%s", warning)
 
     # -- the four catalogue methods --
     def upsert(self, docs: Iterable[Document]) -> None:
@@ -385,30 +444,27 @@ class ElasticCatalogue(Catalogue):
              "_source": to_es_doc(d, v, embedder.name if embedder is not None and v is not None else None)}
             for d, v in zip(docs, vectors)
         ]  # fmt: skip
-        bulk_write(self.client, actions)
-        if self.refresh:
-            self.client.indices.refresh(index=self.alias)
+        cfg = self.config
+        bulk_write(self.client, actions, max_retries=cfg.max_retries, backoff=cfg.backoff, chunk_size=cfg.bulk_chunk)
+        if self.refresh_each:
+            self.refresh()
+
+    def refresh(self) -> None:
+        """Make every write so far visible to searches and counts (an index refresh)."""
+        self.client.indices.refresh(index=self.alias)
 
     def get(self, video_id: str) -> Document | None:
-        from elasticsearch import NotFoundError
-
         try:
             resp = self.client.get(index=self.alias, id=video_id)
         except NotFoundError:
             return None
-        src = resp["_source"]
-        doc = dict(src.get("doc") or {})
-        if "vector" in src:
-            doc["vector"] = src["vector"]
-        return doc
+        return self._doc(resp["_source"])
 
     def list(self, status: str | None = None, limit: int = 100, offset: int = 0) -> list[Document]:
         self._ensure()
         query = {"term": {"status": status}} if status else {"match_all": {}}
-        resp = self.client.search(
-            index=self.alias, query=query, from_=offset, size=limit, source_excludes=["text_vector"],
-            sort=[{"indexed_at": {"order": "desc", "unmapped_type": "date"}}, {"video_id": "asc"}],
-        )  # fmt: skip
+        resp = self.client.search(index=self.alias, query=query, from_=offset, size=limit,
+                                  source_excludes=["text_vector"], sort=NEWEST_FIRST)  # fmt: skip
         return [self._doc(h["_source"]) for h in resp["hits"]["hits"]]
 
     def counts(self) -> dict[str, int]:
@@ -425,8 +481,6 @@ class ElasticCatalogue(Catalogue):
 
     # -- reading for people --
     def iter_all(self, status: str | None = None, batch: int = 500) -> Iterator[Document]:
-        from elasticsearch import helpers
-
         query = {"query": {"term": {"status": status}}} if status else {"query": {"match_all": {}}}
         for hit in helpers.scan(self.client, index=self.alias, query=query, size=batch, source_excludes=["text_vector"]):
             yield self._doc(hit["_source"])
@@ -440,53 +494,24 @@ class ElasticCatalogue(Catalogue):
         )  # fmt: skip
         return [self._doc(h["_source"]) for h in resp["hits"]["hits"]]
 
+    def _search(self, body: dict[str, Any]) -> Mapping[str, Any]:
+        resp = self.client.search(index=self.alias, **body)
+        return resp.body if hasattr(resp, "body") else resp
+
     def search(self, query: SearchQuery) -> SearchResult:
         self._ensure()
         qvec = None
         if query.text and query.semantic and self.embedder is not None:
             qvec = self.embedder.encode([query.text])[0]
-        resp = self.client.search(index=self.alias, **search_body(query, qvec))
-        return parse_response(query, resp.body if hasattr(resp, "body") else resp)
+        return parse_response(query, self._search(search_body(query, self.config, qvec)))
 
     def similar(self, video_id: str, query: SearchQuery | None = None) -> SearchResult:
         query = query or SearchQuery()
         doc = self.get(video_id)
         if not doc or not doc.get("vector"):
             return SearchResult(query, 0, [], {}, similar_to=video_id, backend="elasticsearch")
-        body = similar_body(doc["vector"], doc.get("embedding_model"), video_id, query)
-        resp = self.client.search(index=self.alias, **body)
-        return parse_response(query, resp.body if hasattr(resp, "body") else resp, similar_to=video_id)
+        body = similar_body(doc["vector"], doc.get("embedding_model"), video_id, query, self.config.facet_size)
+        return parse_response(query, self._search(body), similar_to=video_id)
 
     def close(self) -> None:
         self.client.close()
-
-
-# --- Kibana saved objects ------------------------------------------------------------------------
-def kibana_import(kibana_url: str, files: list[Path] | None = None, timeout: float = 30.0) -> list[dict]:
-    """POST each NDJSON file to Kibana's saved-objects ``_import?overwrite=true``; returns the replies."""
-    files = files or sorted(KIBANA_DIR.glob("*.ndjson"))
-    headers = {"kbn-xsrf": "true"}
-    if settings.KIBANA_API_KEY or settings.ELASTICSEARCH_API_KEY:
-        headers["Authorization"] = f"ApiKey {settings.KIBANA_API_KEY or settings.ELASTICSEARCH_API_KEY}"
-    elif settings.ELASTICSEARCH_USERNAME:
-        import base64
-
-        token = base64.b64encode(f"{settings.ELASTICSEARCH_USERNAME}:{settings.ELASTICSEARCH_PASSWORD}".encode())
-        headers["Authorization"] = f"Basic {token.decode()}"
-    replies = []
-    for path in files:
-        boundary = uuid.uuid4().hex
-        body = (
-            f"--{boundary}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"{path.name}\"\r\n"
-            "Content-Type: application/ndjson\r\n\r\n"
-        ).encode() + path.read_bytes() + f"\r\n--{boundary}--\r\n".encode()
-        req = urllib.request.Request(
-            kibana_url.rstrip("/") + "/api/saved_objects/_import?overwrite=true", data=body, method="POST",
-            headers={**headers, "Content-Type": f"multipart/form-data; boundary={boundary}"},
-        )  # fmt: skip
-        with urllib.request.urlopen(req, timeout=timeout) as resp:
-            reply = json.loads(resp.read() or b"{}")
-        if not reply.get("success", False):
-            raise RuntimeError(f"Kibana import of {path.name} failed: {json.dumps(reply.get('errors'))[:500]}")
-        replies.append({"file": path.name, **reply})
-    return replies

@@ -1,13 +1,12 @@
-"""The query model and the embedded search engine: SQLite FTS5 for text, faiss for vectors.
+"""The embedded catalogue: one SQLite file (WAL) with FTS5 for text and faiss for vectors.
 
-The same ``SearchQuery`` / ``SearchResult`` serve both backends (``processing.elastic`` builds an
-Elasticsearch request from the same query). The embedded engine keeps side tables next to the
-catalogue's ``videos`` table, written in the same transaction as each upsert
-(``index_rows``): facts to filter on, tags, an FTS5 table over the searchable text, and the video
-descriptors. Text embeddings (MiniLM) are computed lazily by the searching process and stored
-back, so workers never load a text model. Ranking blends BM25 (normalised to the best hit) with
-the cosine similarity of MiniLM text embeddings; ``similar`` ranks by descriptor cosine, only
-among videos whose descriptor comes from the same model.
+``SqliteCatalogue`` stores each document as JSON in ``videos`` and, in the same transaction,
+writes the search side tables (``index_rows``): facts to filter on, tags, an FTS5 table over
+the searchable text, and the video descriptors. ``EmbeddedSearch`` answers ``SearchQuery``
+over them. Text embeddings (MiniLM) are computed lazily by the searching process and stored
+back, so workers never load a text model. Ranking blends BM25 (normalised to the best hit)
+with the cosine similarity of MiniLM text embeddings; ``similar`` ranks by descriptor cosine,
+only among videos whose descriptor comes from the same model.
 """
 
 from __future__ import annotations
@@ -19,178 +18,162 @@ import re
 import sqlite3
 import threading
 from collections import Counter
-from dataclasses import asdict, dataclass, field
-from typing import Any, Iterable, Mapping
+from pathlib import Path
+from typing import Any, Iterable, Iterator, Mapping
 
 import numpy as np
 
-import settings
+from processing.catalogue.base import Catalogue, Document, SearchHit, SearchQuery, SearchResult
+from processing.catalogue.config import CatalogueConfig
+from processing.catalogue.documents import doc_tags, embedding_text, public_doc, searchable_text
+from processing.catalogue.textembed import ClipTextEncoder, TextEmbedder
 
 log = logging.getLogger(__name__)
 logging.getLogger("faiss.loader").setLevel(logging.WARNING)  # its CPU-feature probing is not news
 
-# The labelers whose "text" is searchable, and the FTS5 column each goes to.
-TEXT_LABELS = {"caption": "caption", "ocr": "ocr", "transcript": "transcript"}
 FTS_COLUMNS = ("title", "description", "caption", "ocr", "transcript", "tags")
 # bm25() weights, in FTS_COLUMNS order (the leading video_id column is unindexed: weight 0).
 BM25_WEIGHTS = (0.0, 3.0, 1.0, 1.5, 1.0, 1.0, 2.0)
-FACETS = ("tags", "sources", "licenses")
-MAX_PER_PAGE = 100
 # Words too common to make a text match on their own (FTS5 has no stop-word list).
 STOPWORDS = frozenset(
     "a an and are as at be by for from has in is it its of on or that the this to was were with"
     " video videos clip".split()
 )
 
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS videos (
+    video_id TEXT PRIMARY KEY,
+    status TEXT NOT NULL,
+    url TEXT,
+    source TEXT,
+    duplicate_of TEXT,
+    updated_at TEXT DEFAULT (strftime('%Y-%m-%dT%H:%M:%fZ','now')),
+    doc TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS videos_status ON videos(status);
+CREATE INDEX IF NOT EXISTS videos_duplicate_of ON videos(duplicate_of);
+CREATE TABLE IF NOT EXISTS search_facts (
+    video_id TEXT PRIMARY KEY, status TEXT, source TEXT, license TEXT, duration REAL,
+    width INTEGER, height INTEGER, embedding_model TEXT, text_hash TEXT
+);
+CREATE INDEX IF NOT EXISTS search_facts_status ON search_facts(status);
+CREATE TABLE IF NOT EXISTS search_tags (video_id TEXT, tag TEXT, PRIMARY KEY (video_id, tag));
+CREATE INDEX IF NOT EXISTS search_tags_tag ON search_tags(tag);
+CREATE TABLE IF NOT EXISTS search_vectors (video_id TEXT PRIMARY KEY, model TEXT, dim INTEGER, vec BLOB);
+CREATE TABLE IF NOT EXISTS search_text_vectors (
+    video_id TEXT PRIMARY KEY, model TEXT, text_hash TEXT, vec BLOB
+);
+CREATE TABLE IF NOT EXISTS search_state (key TEXT PRIMARY KEY, value INTEGER);
+CREATE VIRTUAL TABLE IF NOT EXISTS search_fts USING fts5(
+    video_id UNINDEXED, title, description, caption, ocr, transcript, tags,
+    tokenize = 'porter unicode61 remove_diacritics 2'
+);
+"""
+BUMP_VERSION = "INSERT INTO search_state VALUES ('version', 1) ON CONFLICT(key) DO UPDATE SET value = value + 1"
 
-# --- the query model ------------------------------------------------------------------------
-@dataclass
-class SearchQuery:
-    """What a user asks for. Empty ``text`` lists the filtered videos, newest first."""
 
-    text: str = ""
-    tags: list[str] = field(default_factory=list)  # every tag must be present
-    source: str | None = None
-    license: str | None = None  # case-insensitive exact match
-    min_duration: float | None = None
-    max_duration: float | None = None
-    min_width: int | None = None
-    min_height: int | None = None
-    status: str | None = "indexed"  # kept videos by default; None or "any" for every state
-    page: int = 1
-    per_page: int = 20
-    semantic: bool = True  # blend MiniLM text similarity with BM25
+class SqliteCatalogue(Catalogue):
+    """The embedded default: one SQLite file under the data dir (WAL, safe across processes).
 
-    def __post_init__(self):
-        self.text = (self.text or "").strip()
-        self.tags = [t.strip().lower() for t in (self.tags or []) if t and t.strip()]
-        self.license = self.license.strip().lower() if self.license else None
-        self.source = self.source.strip() if self.source else None
-        if self.status in ("any", "all", ""):
-            self.status = None
-        if not isinstance(self.page, int) or self.page < 1:
-            raise ValueError(f"page must be a positive integer, got {self.page!r}")
-        if not isinstance(self.per_page, int) or not 1 <= self.per_page <= MAX_PER_PAGE:
-            raise ValueError(f"per_page must be an integer in 1..{MAX_PER_PAGE}, got {self.per_page!r}")
-        for name in ("min_duration", "max_duration", "min_width", "min_height"):
-            value = getattr(self, name)
-            if value is not None and (not isinstance(value, (int, float)) or value < 0):
-                raise ValueError(f"{name} must be a non-negative number, got {value!r}")
+    ``lock`` serialises this process's use of the one connection (the catalogue's writes and
+    the search engine's reads).
+    """
 
-    @property
-    def offset(self) -> int:
-        return (self.page - 1) * self.per_page
+    def __init__(self, path: str | Path | None = None, config: CatalogueConfig | None = None):
+        self.config = config or CatalogueConfig.from_settings()
+        self.path = Path(path or self.config.path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.lock = threading.Lock()
+        self.db = sqlite3.connect(self.path, timeout=30, check_same_thread=False)
+        self.db.row_factory = sqlite3.Row
+        self.db.execute("PRAGMA journal_mode=WAL")
+        self.db.execute("PRAGMA synchronous=NORMAL")
+        self.db.executescript(SCHEMA)
+        with self.lock:
+            backfill(self.db)
+        self._searcher: EmbeddedSearch | None = None
 
     @classmethod
-    def from_params(cls, params: Mapping[str, Any]) -> SearchQuery:
-        """Build from URL query parameters (lists or single values); bad numbers raise ValueError."""
+    def from_config(cls, config: CatalogueConfig) -> SqliteCatalogue:
+        """The file ``config.url`` names (a path), else ``config.path``."""
+        return cls(config.url or config.path, config)
 
-        def one(name):
-            value = params.get(name)
-            if isinstance(value, (list, tuple)):
-                value = value[0] if value else None
-            return value if value not in ("", None) else None
+    def upsert(self, docs: Iterable[Document]) -> None:
+        docs = list(docs)
+        rows = [
+            (d["video_id"], d.get("status") or "indexed", d.get("url"), d.get("source"),
+             d.get("duplicate_of"), json.dumps(d, ensure_ascii=False))
+            for d in docs
+        ]  # fmt: skip
+        if not rows:
+            return
+        with self.lock, self.db:
+            self.db.executemany(
+                "INSERT INTO videos (video_id, status, url, source, duplicate_of, doc) "
+                "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT(video_id) DO UPDATE SET "
+                "status=excluded.status, url=excluded.url, source=excluded.source, "
+                "duplicate_of=excluded.duplicate_of, doc=excluded.doc, "
+                "updated_at=strftime('%Y-%m-%dT%H:%M:%fZ','now')",
+                rows,
+            )
+            index_rows(self.db, docs)
 
-        def num(name, cast):
-            value = one(name)
-            if value is None:
-                return None
-            try:
-                return cast(value)
-            except (TypeError, ValueError):
-                raise ValueError(f"{name} must be a number, got {value!r}") from None
+    def _docs(self, sql: str, args: Iterable[Any] = ()) -> list[Document]:
+        with self.lock:
+            rows = self.db.execute(sql, list(args)).fetchall()
+        return [json.loads(r["doc"]) for r in rows]
 
-        tags = params.get("tag") or []
-        tags = [tags] if isinstance(tags, str) else list(tags)
-        return cls(
-            text=one("q") or "",
-            tags=tags,
-            source=one("source"),
-            license=one("license"),
-            min_duration=num("min_duration", float),
-            max_duration=num("max_duration", float),
-            min_width=num("min_width", int),
-            min_height=num("min_height", int),
-            status=one("status") or "indexed",
-            page=num("page", int) or 1,
-            per_page=num("per_page", int) or 20,
-        )
+    def get(self, video_id: str) -> Document | None:
+        docs = self._docs("SELECT doc FROM videos WHERE video_id=?", [video_id])
+        return docs[0] if docs else None
 
+    def list(self, status: str | None = None, limit: int = 100, offset: int = 0) -> list[Document]:
+        sql, args = "SELECT doc FROM videos", []
+        if status:
+            sql, args = sql + " WHERE status=?", [status]
+        return self._docs(sql + " ORDER BY updated_at DESC, video_id LIMIT ? OFFSET ?", [*args, limit, offset])
 
-@dataclass
-class SearchHit:
-    video_id: str
-    score: float
-    doc: dict[str, Any]  # the catalogue document without its vectors
-    text_score: float | None = None  # normalised BM25 (best hit = 1)
-    semantic_score: float | None = None  # cosine of the text (or CLIP) embeddings
+    def counts(self) -> dict[str, int]:
+        with self.lock:
+            rows = self.db.execute("SELECT status, COUNT(*) AS n FROM videos GROUP BY status")
+            return {r["status"]: r["n"] for r in rows}
 
+    def iter_all(self, status: str | None = None, batch: int = 500) -> Iterator[Document]:
+        sql, args = "SELECT rowid, doc FROM videos WHERE rowid > ?", []
+        if status:
+            sql, args = sql + " AND status=?", [status]
+        last = 0
+        while True:
+            with self.lock:
+                rows = self.db.execute(sql + " ORDER BY rowid LIMIT ?", [last, *args, batch]).fetchall()
+            for r in rows:
+                yield json.loads(r["doc"])
+            if len(rows) < batch:
+                return
+            last = rows[-1]["rowid"]
 
-@dataclass
-class SearchResult:
-    query: SearchQuery
-    total: int
-    hits: list[SearchHit]
-    facets: dict[str, list[tuple[str, int]]] = field(default_factory=dict)
-    similar_to: str | None = None
-    backend: str = "embedded"
+    def duplicates_of(self, canonical_id: str) -> list[Document]:
+        docs = self._docs("SELECT doc FROM videos WHERE duplicate_of=? AND video_id<>?", [canonical_id, canonical_id])
+        return sorted(docs, key=lambda d: (-(d.get("similarity") or 0.0), d["video_id"]))
 
-    def to_dict(self) -> dict[str, Any]:
-        out = asdict(self)
-        out["facets"] = {k: [{"value": v, "count": n} for v, n in vals] for k, vals in self.facets.items()}
-        return out
+    @property
+    def searcher(self) -> EmbeddedSearch:
+        """The embedded search engine over this file (FTS5 + faiss), built on first use."""
+        if self._searcher is None:
+            self._searcher = EmbeddedSearch(self)
+        return self._searcher
 
+    def search(self, query: SearchQuery) -> SearchResult:
+        return self.searcher.search(query)
 
-# --- what a document contributes to search (shared with the Elasticsearch backend) ----------
-def label_text(doc: Mapping[str, Any], name: str) -> str:
-    label = (doc.get("labels") or {}).get(name)
-    text = label.get("text") if isinstance(label, dict) else None
-    return text if isinstance(text, str) else ""
+    def similar(self, video_id: str, query: SearchQuery | None = None) -> SearchResult:
+        return self.searcher.similar(video_id, query)
 
-
-def doc_tags(doc: Mapping[str, Any]) -> list[str]:
-    """Source tags plus every labeler's tag names, lower-cased, first occurrence order."""
-    names: list[str] = []
-    for tag in doc.get("tags") or []:
-        if isinstance(tag, str):
-            names.append(tag)
-    for label in (doc.get("labels") or {}).values():
-        if isinstance(label, dict):
-            for tag in label.get("tags") or []:
-                name = tag.get("name") if isinstance(tag, dict) else tag
-                if isinstance(name, str):
-                    names.append(name)
-    seen: dict[str, None] = {}
-    for name in names:
-        name = name.strip().lower()
-        if name:
-            seen.setdefault(name, None)
-    return list(seen)
+    def close(self) -> None:
+        self.db.close()
 
 
-def searchable_text(doc: Mapping[str, Any]) -> dict[str, str]:
-    """The text fields of a document, by FTS column (tags excluded)."""
-
-    def text(value):
-        return value if isinstance(value, str) else ""
-
-    out = {"title": text(doc.get("title")), "description": text(doc.get("description"))}
-    for name, column in TEXT_LABELS.items():
-        out[column] = label_text(doc, name)
-    return out
-
-
-def embedding_text(doc: Mapping[str, Any]) -> str:
-    """The text MiniLM embeds for semantic search: title, description, caption, OCR, transcript."""
-    parts = [p.strip() for p in searchable_text(doc).values() if p and p.strip()]
-    return "\n".join(parts)[:4000]
-
-
-def public_doc(doc: Mapping[str, Any]) -> dict[str, Any]:
-    """A document as shown to people: without its vectors."""
-    return {k: v for k, v in doc.items() if k not in ("vector", "text_vector")}
-
-
+# --- the search side tables, written with every upsert ------------------------------------------
 def _num(value, cast):
     try:
         return cast(value) if value is not None and value != "" else None
@@ -214,31 +197,6 @@ def _vector(doc: Mapping[str, Any]) -> np.ndarray | None:
     if not np.isfinite(norm) or norm == 0.0:
         return None
     return arr / norm
-
-
-# --- the side tables, written with every upsert ----------------------------------------------
-SCHEMA = """
-CREATE TABLE IF NOT EXISTS search_facts (
-    video_id TEXT PRIMARY KEY, status TEXT, source TEXT, license TEXT, duration REAL,
-    width INTEGER, height INTEGER, embedding_model TEXT, text_hash TEXT
-);
-CREATE INDEX IF NOT EXISTS search_facts_status ON search_facts(status);
-CREATE TABLE IF NOT EXISTS search_tags (video_id TEXT, tag TEXT, PRIMARY KEY (video_id, tag));
-CREATE INDEX IF NOT EXISTS search_tags_tag ON search_tags(tag);
-CREATE TABLE IF NOT EXISTS search_vectors (video_id TEXT PRIMARY KEY, model TEXT, dim INTEGER, vec BLOB);
-CREATE TABLE IF NOT EXISTS search_text_vectors (
-    video_id TEXT PRIMARY KEY, model TEXT, text_hash TEXT, vec BLOB
-);
-CREATE TABLE IF NOT EXISTS search_state (key TEXT PRIMARY KEY, value INTEGER);
-CREATE VIRTUAL TABLE IF NOT EXISTS search_fts USING fts5(
-    video_id UNINDEXED, title, description, caption, ocr, transcript, tags,
-    tokenize = 'porter unicode61 remove_diacritics 2'
-);
-"""
-
-
-def ensure_schema(db: sqlite3.Connection) -> None:
-    db.executescript(SCHEMA)
 
 
 def index_rows(db: sqlite3.Connection, docs: Iterable[Mapping[str, Any]]) -> None:
@@ -277,10 +235,7 @@ def index_rows(db: sqlite3.Connection, docs: Iterable[Mapping[str, Any]]) -> Non
             )
         else:
             db.execute("DELETE FROM search_vectors WHERE video_id=?", (vid,))
-    db.execute(
-        "INSERT INTO search_state VALUES ('version', 1) "
-        "ON CONFLICT(key) DO UPDATE SET value = value + 1"
-    )
+    db.execute(BUMP_VERSION)
 
 
 def backfill(db: sqlite3.Connection) -> int:
@@ -295,12 +250,12 @@ def backfill(db: sqlite3.Connection) -> int:
     return len(rows)
 
 
-# --- the engine ------------------------------------------------------------------------------
+# --- the engine ----------------------------------------------------------------------------------
 class _VectorSet:
     """Vectors of one kind and model in a faiss inner-product index keyed by videos.rowid."""
 
     def __init__(self, ids: list[int], vecs: list[np.ndarray]):
-        import faiss
+        import faiss  # slow to import: only when a query needs vectors
 
         self.dim = int(vecs[0].shape[0]) if vecs else 0
         self.by_id = dict(zip(ids, vecs))
@@ -323,16 +278,15 @@ class _VectorSet:
 class EmbeddedSearch:
     """Search over a ``SqliteCatalogue``: FTS5 BM25 blended with MiniLM cosine, faiss vectors."""
 
-    def __init__(self, catalogue, embedder=None, text_to_video=None, alpha: float | None = None):
+    def __init__(self, catalogue: SqliteCatalogue, embedder=None, text_to_video=None):
         self.catalogue = catalogue
+        self.config = catalogue.config
         self.db: sqlite3.Connection = catalogue.db
-        self.lock: threading.Lock = catalogue._lock
-        self.alpha = settings.SEARCH_BM25_WEIGHT if alpha is None else alpha
-        if not 0.0 <= self.alpha <= 1.0:
-            raise ValueError(f"alpha (SEARCH_BM25_WEIGHT) must be in [0, 1], got {self.alpha!r}")
+        self.lock: threading.Lock = catalogue.lock
+        self.alpha = self.config.bm25_weight
         self._embedder = embedder
         self._text_to_video = text_to_video  # a CLIP text encoder hook (see textembed.py)
-        self._cache: dict[tuple, tuple[int, _VectorSet]] = {}
+        self._cache: dict[tuple, tuple[int, Any]] = {}
         # Texts a query embeds before it answers (None: all). The search page sets a cap and
         # embeds the rest in the background (warm_text_vectors), so no query waits minutes.
         self.embed_limit: int | None = None
@@ -349,19 +303,15 @@ class EmbeddedSearch:
 
     # -- models, loaded on first use --
     @property
-    def embedder(self):
-        if self._embedder is None and settings.SEARCH_SEMANTIC:
-            from processing.textembed import TextEmbedder
-
-            self._embedder = TextEmbedder.shared()
+    def embedder(self) -> TextEmbedder | None:
+        if self._embedder is None and self.config.semantic:
+            self._embedder = TextEmbedder.shared(self.config.text_model, self.config.device)
         return self._embedder
 
     @property
     def text_to_video(self):
-        if self._text_to_video is None and settings.SEARCH_CLIP_MODEL:
-            from processing.textembed import ClipTextEncoder
-
-            self._text_to_video = ClipTextEncoder.shared(settings.SEARCH_CLIP_MODEL)
+        if self._text_to_video is None and self.config.clip_model:
+            self._text_to_video = ClipTextEncoder.shared(self.config.clip_model, self.config.device)
         return self._text_to_video
 
     # -- state --
@@ -369,19 +319,26 @@ class EmbeddedSearch:
         row = self.db.execute("SELECT value FROM search_state WHERE key='version'").fetchone()
         return int(row[0]) if row else 0
 
-    def _vectors(self, kind: str, model: str) -> _VectorSet:
+    def _cached(self, key: tuple, build):
+        """``build()``, cached until the catalogue changes (its version counter moves)."""
         version = self._version()
-        cached = self._cache.get((kind, model))
+        cached = self._cache.get(key)
         if cached and cached[0] == version:
             return cached[1]
-        table = "search_vectors" if kind == "video" else "search_text_vectors"
-        rows = self.db.execute(
-            f"SELECT v.rowid, t.vec FROM {table} t JOIN videos v ON v.video_id = t.video_id WHERE t.model=?",
-            (model,),
-        ).fetchall()
-        vset = _VectorSet([r[0] for r in rows], [np.frombuffer(r[1], dtype=np.float32) for r in rows])
-        self._cache[(kind, model)] = (version, vset)
-        return vset
+        value = build()
+        self._cache[key] = (version, value)
+        return value
+
+    def _vectors(self, kind: str, model: str) -> _VectorSet:
+        def build():
+            table = "search_vectors" if kind == "video" else "search_text_vectors"
+            rows = self.db.execute(
+                f"SELECT v.rowid, t.vec FROM {table} t JOIN videos v ON v.video_id = t.video_id WHERE t.model=?",
+                (model,),
+            ).fetchall()
+            return _VectorSet([r[0] for r in rows], [np.frombuffer(r[1], dtype=np.float32) for r in rows])
+
+        return self._cached((kind, model), build)
 
     def refresh_text_vectors(self, limit: int | None = None) -> int:
         """Embed the text of documents that have none (or whose text changed), at most ``limit``.
@@ -412,9 +369,7 @@ class EmbeddedSearch:
                 "INSERT OR REPLACE INTO search_text_vectors VALUES (?,?,?,?)",
                 [(r[0], embedder.name, r[1], v.astype(np.float32).tobytes()) for r, v in zip(rows, vecs)],
             )
-            self.db.execute(
-                "INSERT INTO search_state VALUES ('version', 1) ON CONFLICT(key) DO UPDATE SET value = value + 1"
-            )
+            self.db.execute(BUMP_VERSION)
         return len(rows)
 
     def _candidates(self, q: SearchQuery, extra: str = "", args: list | None = None) -> dict[str, int]:
@@ -460,18 +415,17 @@ class EmbeddedSearch:
 
     def _facet_values(self) -> dict[str, tuple]:
         """video_id -> (source, license, tags), cached until the catalogue changes."""
-        version = self._version()
-        cached = self._cache.get(("facets",))
-        if cached and cached[0] == version:
-            return cached[1]
-        values: dict[str, tuple] = {}
-        tags: dict[str, list[str]] = {}
-        for vid, tag in self.db.execute("SELECT video_id, tag FROM search_tags"):
-            tags.setdefault(vid, []).append(tag)
-        for vid, source, license_ in self.db.execute("SELECT video_id, source, license FROM search_facts"):
-            values[vid] = (source, license_, tuple(tags.get(vid, ())))
-        self._cache[("facets",)] = (version, values)
-        return values
+
+        def build():
+            values: dict[str, tuple] = {}
+            tags: dict[str, list[str]] = {}
+            for vid, tag in self.db.execute("SELECT video_id, tag FROM search_tags"):
+                tags.setdefault(vid, []).append(tag)
+            for vid, source, license_ in self.db.execute("SELECT video_id, source, license FROM search_facts"):
+                values[vid] = (source, license_, tuple(tags.get(vid, ())))
+            return values
+
+        return self._cached(("facets",), build)
 
     def _facets(self, ids: Iterable[str]) -> dict[str, list[tuple[str, int]]]:
         values = self._facet_values()
@@ -486,7 +440,7 @@ class EmbeddedSearch:
             if license_ is not None:
                 licenses[license_] += 1
             tags.update(names)
-        top = settings.SEARCH_FACET_SIZE
+        top = self.config.facet_size
 
         def ordered(counter):
             return sorted(counter.items(), key=lambda kv: (-kv[1], kv[0]))[:top]
@@ -529,7 +483,7 @@ class EmbeddedSearch:
             qvec = self.embedder.encode([q.text])[0]
             vset = self._vectors("text", self.embedder.name)
             by_rowid = {rid: vid for vid, rid in allowed.items()}
-            k = max(settings.SEARCH_SEMANTIC_K, q.offset + q.per_page)
+            k = max(self.config.semantic_k, q.offset + q.per_page)
             for rid, score in vset.search(qvec, by_rowid, k).items():
                 cos[by_rowid[rid]] = score
             for vid in bm25:  # exact similarity for text hits outside the semantic top-k
@@ -537,7 +491,7 @@ class EmbeddedSearch:
                     cos[vid] = float(np.dot(vset.by_id[allowed[vid]], qvec))
         clip = self._clip_scores(q, allowed)
         alpha = self.alpha if (semantic or clip) else 1.0
-        floor = settings.SEARCH_SEMANTIC_MIN
+        floor = self.config.semantic_min
         ranked = []
         for vid in allowed:
             ts = bm25.get(vid)
@@ -558,7 +512,7 @@ class EmbeddedSearch:
         vset = self._vectors("video", encoder.name)
         by_rowid = {rid: vid for vid, rid in allowed.items()}
         qvec = encoder.encode([q.text])[0]
-        return {by_rowid[r]: s for r, s in vset.search(qvec, by_rowid, settings.SEARCH_SEMANTIC_K).items()}
+        return {by_rowid[r]: s for r, s in vset.search(qvec, by_rowid, self.config.semantic_k).items()}
 
     def similar(self, video_id: str, q: SearchQuery | None = None) -> SearchResult:
         q = q or SearchQuery()

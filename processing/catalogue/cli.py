@@ -1,4 +1,8 @@
-"""Catalogue commands of ``python -m processing`` (search, duplicates, serve, export, es-setup)."""
+"""Catalogue commands of ``python -m processing``: search, duplicates, export, es-setup.
+
+Each command reads its configuration once (``CatalogueConfig.from_settings()``) and opens the
+configured backend with ``open_catalogue``.
+"""
 
 from __future__ import annotations
 
@@ -8,13 +12,11 @@ import os
 import sys
 from typing import Any
 
-import settings
-
-
-def _catalogue():
-    from processing.catalogue import open_catalogue
-
-    return open_catalogue()
+from processing.catalogue import open_catalogue
+from processing.catalogue.base import SearchQuery
+from processing.catalogue.config import CatalogueConfig
+from processing.catalogue.documents import doc_tags, public_doc
+from processing.catalogue.export import FORMATS, Exporter
 
 
 def _out(args, payload: Any, lines: list[str]) -> None:
@@ -32,8 +34,6 @@ def _fmt_hit(i: int, hit) -> str:
     dur = f"{doc['duration']:.1f}s" if isinstance(doc.get("duration"), (int, float)) else "?s"
     res = f"{doc.get('width')}x{doc.get('height')}" if doc.get("width") else "?"
     where = doc.get("path") or doc.get("url") or ""
-    from processing.search import doc_tags
-
     tags = ", ".join(doc_tags(doc)[:6])
     return (
         f"{i:3d}. {hit.score:6.3f}  {hit.video_id[:16]}  {doc.get('title') or '(untitled)'}\n"
@@ -43,8 +43,6 @@ def _fmt_hit(i: int, hit) -> str:
 
 
 def cmd_search(args) -> int:
-    from processing.search import SearchQuery
-
     try:
         query = SearchQuery(
             text=" ".join(args.text or []), tags=args.tag or [], source=args.source, license=args.license,
@@ -55,7 +53,7 @@ def cmd_search(args) -> int:
     except ValueError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    with _catalogue() as cat:
+    with open_catalogue() as cat:
         if args.similar:
             if cat.get(args.similar) is None:
                 print(f"error: no video {args.similar!r} in the catalogue", file=sys.stderr)
@@ -73,7 +71,7 @@ def cmd_search(args) -> int:
 
 
 def cmd_duplicates(args) -> int:
-    with _catalogue() as cat:
+    with open_catalogue() as cat:
         cluster = cat.duplicates(args.video_id)
     if cluster is None:
         print(f"error: no video {args.video_id!r} in the catalogue", file=sys.stderr)
@@ -85,8 +83,6 @@ def cmd_duplicates(args) -> int:
         lines.append(f"  copy {d['video_id']}  similarity={sim}  {d.get('path') or d.get('url') or ''}")
     if not cluster["duplicates"]:
         lines.append("  (no duplicates recorded)")
-    from processing.search import public_doc
-
     payload = {
         "video_id": cluster["video_id"],
         "canonical": public_doc(canon),
@@ -96,34 +92,11 @@ def cmd_duplicates(args) -> int:
     return 0
 
 
-def cmd_serve(args) -> int:
-    from processing.web.server import SearchServer
-
-    cat = _catalogue()
-    server = SearchServer(cat, host=args.host, port=args.port)
-    searcher = getattr(cat, "searcher", None)  # the embedded engine: embed new texts in the background
-    if searcher is not None and settings.SEARCH_SEMANTIC:
-        import threading
-
-        searcher.embed_limit = settings.SEARCH_EMBED_PER_QUERY
-        threading.Thread(target=searcher.warm_text_vectors, name="warm-text-vectors", daemon=True).start()
-    print(f"search page on {server.url}  (Ctrl-C to stop)", flush=True)
-    try:
-        server.serve_forever()
-    except KeyboardInterrupt:
-        pass
-    finally:
-        server.server_close()
-        cat.close()
-    return 0
-
-
 def cmd_export(args) -> int:
-    from processing.export import Exporter
-
-    out = args.out or str(settings.DATA_DIR) + "/export"
-    with _catalogue() as cat:
-        report = Exporter(cat, out, args.format, include_duplicates=args.include_duplicates).run()
+    cfg = CatalogueConfig.from_settings()
+    with open_catalogue(cfg) as cat:
+        exporter = Exporter(cat, args.out or cfg.export_dir, args.format, include_duplicates=args.include_duplicates)
+        report = exporter.run()
     _out(args, report, [f"wrote {report['rows']} row(s) to {report['file']}",
                         f"duplicate map: {report['duplicates_file']} "
                         f"({report['canonicals_with_duplicates']} canonical video(s) with copies)"])  # fmt: skip
@@ -131,23 +104,33 @@ def cmd_export(args) -> int:
 
 
 def cmd_es_setup(args) -> int:
-    from processing.elastic import ElasticCatalogue, kibana_import
-
-    if not settings.ELASTICSEARCH_URL:
+    cfg = CatalogueConfig.from_settings()
+    if not cfg.url:
         print("error: ELASTICSEARCH_URL is not set (the embedded catalogue needs no set-up)", file=sys.stderr)
         return 2
-    cat = ElasticCatalogue(settings.ELASTICSEARCH_URL, text_vectors=False)
+    from processing.catalogue.elastic import ElasticCatalogue, ServerVersionError  # the client: only here
+    from processing.catalogue.kibana import kibana_import
+
+    cat = ElasticCatalogue(config=cfg, text_vectors=False)
     try:
         report: dict[str, Any] = cat.setup()
         if args.rebuild:
-            report["rebuilt_into"] = cat.rebuild()
+            report["rebuilt"] = cat.rebuild()
+    except ServerVersionError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
     finally:
         cat.close()
-    lines = [f"index template {report['template']!r} and alias {report['alias']!r} ready"
+    if report["warning"]:
+        print(f"warning: {report['warning']}", file=sys.stderr)
+    lines = [f"Elasticsearch API version {report['server_version']}",
+             f"index template {report['template']!r} and alias {report['alias']!r} ready"
              + (f"; created {report['created_index']}" if report.get("created_index") else "")]  # fmt: skip
-    kibana = args.kibana_url or settings.KIBANA_URL
+    if args.rebuild:
+        lines.append(f"rebuilt into {report['rebuilt']['index']}; deleted {', '.join(report['rebuilt']['deleted'])}")
+    kibana = args.kibana_url or cfg.kibana_url
     if kibana:
-        report["kibana"] = kibana_import(kibana)
+        report["kibana"] = kibana_import(kibana, cfg)
         lines.append("imported Kibana objects: " + ", ".join(
             f"{r['file']} ({r.get('successCount', 0)} objects)" for r in report["kibana"]))  # fmt: skip
     else:
@@ -187,13 +170,8 @@ def register(subparsers) -> None:
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_duplicates)
 
-    p = subparsers.add_parser("serve", help="the search page and its JSON API")
-    p.add_argument("--port", type=int, default=8000)
-    p.add_argument("--host", default="127.0.0.1")
-    p.set_defaults(func=cmd_serve)
-
     p = subparsers.add_parser("export", help="write the labeled metadata and the duplicate map")
-    p.add_argument("--format", choices=("jsonl", "csv", "parquet"), default="jsonl")
+    p.add_argument("--format", choices=FORMATS, default="jsonl")
     p.add_argument("--out", help="output folder (default: DATA_DIR/export)")
     p.add_argument("--include-duplicates", action="store_true")
     p.add_argument("--json", action="store_true")
@@ -201,6 +179,7 @@ def register(subparsers) -> None:
 
     p = subparsers.add_parser("es-setup", help="Elasticsearch index template + alias; Kibana objects")
     p.add_argument("--kibana-url", help="default: KIBANA_URL")
-    p.add_argument("--rebuild", action="store_true", help="reindex into a fresh index and swap the alias")
+    p.add_argument("--rebuild", action="store_true",
+                   help="reindex into a fresh index, swap the alias, delete the old index")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_es_setup)

