@@ -1,0 +1,3 @@
+module videopipe/tests/deploy/gotemplate
+
+go 1.19
