@@ -10,7 +10,7 @@ The project's dedup runs as a user gets it, in arrival order (originals, distrac
 copies), with the project's default thresholds:
 1. exact: same sha256 (``pipelines.media.sha256_file``) as a video seen before (crawl side);
 2. near-dup: what is left goes through the worker stages frames -> embed -> neardup
-   (``processing/stages``, classes from ``ProcessingConfig().stages``), in batches of
+   (``processing/stages``, classes from ``ProcessingConfig.from_settings().stages``), in batches of
    ``PROCESSING_BATCH_SIZE``; NearDupStage decides by the perceptual hash the crawl put on
    the item (``pipelines.media.phash``, ``settings.PHASH_MAX_DISTANCE`` bits) and, when that
    finds nothing, by frame embeddings (``settings.NEARDUP_THRESHOLD``).
@@ -199,9 +199,9 @@ def worker_side(clips: list[Clip], workdir: Path, dedup_features: str | None = N
     import settings
     from crawler.items import DUPLICATE, VideoItem
     from processing.config import ProcessingConfig
-    from processing.stages.base import Work
+    from processing.work import Work
 
-    cfg = ProcessingConfig(data_dir=workdir, num_workers=1)
+    cfg = ProcessingConfig.from_settings(data_dir=workdir, num_workers=1)
     stages = []
     for name in ("frames", "embed", "neardup"):
         module, _, cls = cfg.stages[name].partition(":")
@@ -246,12 +246,12 @@ def worker_side(clips: list[Clip], workdir: Path, dedup_features: str | None = N
             elif item.errors:
                 next(c for c in clips if c.name == by_id[item.video_id]).signals["error"] = str(item.errors)
             for update in work.updates:
-                if update.get("duplicate_of") in by_id and update.get("video_id") in by_id:
-                    links[by_id[update["video_id"]]] = (by_id[update["duplicate_of"]], "neardup")
-                    note(by_id[update["video_id"]], by_id[update["duplicate_of"]], update.get("similarity"))
+                if update.duplicate_of in by_id and update.video_id in by_id:
+                    links[by_id[update.video_id]] = (by_id[update.duplicate_of], "neardup")
+                    note(by_id[update.video_id], by_id[update.duplicate_of], update.similarity)
     for stage in stages:
         stage.teardown()
-    return links, dict(stages[-1].counts), detail
+    return links, dict(stages[-1].stats.counts), detail
 
 
 # -- the baseline -------------------------------------------------------------------------------

@@ -144,7 +144,7 @@ def stop(proc: subprocess.Popen, grace: float = 60) -> None:
 def main(report: Report, args) -> None:
     try:
         import crawler.spiders.web  # noqa: F401
-        import processing.runner  # noqa: F401
+        import processing.runtime.runner  # noqa: F401
         from bench.stagetimer import STAGES_SPEC
     except ImportError as exc:
         report.not_measured("e2e / slowest stage alone", str(exc), ">= 0.8x")

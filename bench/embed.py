@@ -5,7 +5,7 @@ a unique KEY_PREFIX) and drained by ``python -m processing work --until-empty`` 
 actors running beside the model actor). Only the embed stage is swapped, through the
 documented ``PROCESSING_STAGES`` setting, for ``TimedEmbedStage``: the project's
 ``EmbedStage`` unchanged, plus a clock around each ``process_batch`` call and a copy of the
-frames it received. The baseline then runs the bare model (``processing.models``
+frames it received. The baseline then runs the bare model (``processing.vision.models``
 embedder ``__call__``) on exactly those frame batches, with the same device, dtype
 (precision), batch size and torch thread count the stage had. Steady state: the first
 batch (warm-up) is left out on both sides when there is more than one.
@@ -32,6 +32,8 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from bench.common import BENCH_REDIS_URL, PYTHON, ROOT, Report, Timer, bench_redis, project_env, run  # noqa: E402
+
+from processing.stages.base import Stage  # noqa: E402
 
 try:  # the stage may not exist yet in a partial checkout; the benchmark then says so
     from processing.stages.embed import EmbedStage
@@ -74,22 +76,12 @@ class TimedEmbedStage(EmbedStage):  # type: ignore[misc,valid-type]
         return out
 
 
-class PassStage:
+class PassStage(Stage):
     """Stand-in for a project stage that does not exist yet (the run notes it)."""
 
     name = "pass"
 
-    @classmethod
-    def from_config(cls, cfg):
-        return cls()
-
-    def setup(self) -> None:
-        pass
-
-    def process_batch(self, works):
-        return works
-
-    def teardown(self) -> None:
+    def process_one(self, work) -> None:
         pass
 
 
@@ -97,11 +89,12 @@ def stage_overrides() -> tuple[str, list[str]]:
     """PROCESSING_STAGES for the run: the timed embed stage; stand-ins for missing stages."""
     import importlib
 
-    from processing.config import DEFAULT_STAGES
+    from processing.pipeline import STEPS
 
+    defaults = {s.name: s.stage for s in STEPS}
     parts, missing = ["embed=bench.embed:TimedEmbedStage"], []
     for name in ("frames", "neardup", "labels"):
-        module, _, cls = DEFAULT_STAGES[name].partition(":")
+        module, _, cls = defaults[name].partition(":")
         try:
             getattr(importlib.import_module(module), cls)
         except (ImportError, AttributeError):
@@ -126,11 +119,14 @@ def build_random_clip(folder: Path) -> str:
     return f"clip:{model_dir}"
 
 
-def queue_videos(client, stream_key: str, n: int) -> int:
+def queue_videos(client, prefix: str, n: int) -> int:
     """Queue ``n`` items made from the tests/data clips (repeated, each with its own id)."""
     from crawler.items import QUEUED, VideoItem
     from pipelines.media import probe, sha256_file
-    from processing.stream import requeue
+    from processing.config import ProcessingConfig
+    from processing.runtime.stream import requeue
+
+    cfg = ProcessingConfig.from_settings(key_prefix=prefix, num_gpus=0)
 
     clips = sorted(DATA.glob("*.mp4"))
     meta = {c: (sha256_file(c), probe(c)) for c in clips}
@@ -143,7 +139,7 @@ def queue_videos(client, stream_key: str, n: int) -> int:
         for key, value in info.items():
             if hasattr(item, key):
                 setattr(item, key, value)
-        requeue(client, item, stream_key)
+        requeue(client, cfg, item)
     return n
 
 
@@ -175,8 +171,7 @@ def run_pipeline(model: str, n_videos: int, workdir: Path, timeout: float):
     """Queue videos, drain them with ``python -m processing work --until-empty``; batch records."""
     client = bench_redis()
     prefix = f"bench{uuid.uuid4().hex[:8]}"
-    stream_key = f"{prefix}:videos"
-    queue_videos(client, stream_key, n_videos)
+    queue_videos(client, prefix, n_videos)
     log, frames_dir = workdir / "embed.jsonl", workdir / "frames"
     frames_dir.mkdir()
     stages, missing = stage_overrides()
@@ -200,7 +195,7 @@ def bare_model(records: list[dict], repeat: int) -> tuple[list[float], dict]:
     """Seconds per batch of the bare embedder call on the stage's own frame batches."""
     import torch
 
-    from processing import models
+    from processing.vision import models
 
     first = records[0]
     torch.set_num_threads(int(first["threads"]))
@@ -230,7 +225,7 @@ def stage_alone(setting: dict, batches: list[list[np.ndarray]]) -> list[float]:
     import torch
 
     from crawler.items import VideoItem
-    from processing.stages.base import Work
+    from processing.work import Work
 
     stage = EmbedStage(model=setting["model"], device=setting["device"], precision=setting["precision"],
                        batch_size=int(setting["batch_size"]), threads=int(setting["threads"]))  # fmt: skip

@@ -5,7 +5,7 @@ Data: synthetic clustered unit vectors of the CLIP ViT-B/32 size (512-d): cluste
 cosine ~0.96 to it), the shape of frame lookups for re-encoded copies. Ground truth and
 the baseline are the same exact search, ``faiss.IndexFlatIP``, timed in this run.
 
-The project's index is ``processing.stages.neardup.FrameIndex`` with its defaults (exact
+The project's index is ``processing.vision.frame_index.FrameIndex`` as the workers build it (exact
 until ``approx_threshold`` vectors, HNSW past it). Lookups are timed as NearDupStage makes
 them: one video's frames (8 vectors) per call. recall@10 = |approx top-10 & exact top-10| / 10.
 Its HNSW build is timed on a sample (it is slow on 2 cores), and a 1M build is only run when
@@ -84,7 +84,8 @@ def index_bytes(index) -> int:
 def measure_size(report: Report, n: int, n_queries: int, rng, args, budget_end: float) -> None:
     import faiss
 
-    from processing.stages.neardup import FrameIndex
+    import settings
+    from processing.vision.frame_index import FrameIndex
 
     label = f"{n // 1000}k" if n < 1_000_000 else f"{n / 1e6:g}M"
     with Timer() as t:
@@ -105,7 +106,7 @@ def measure_size(report: Report, n: int, n_queries: int, rng, args, budget_end: 
     report.figure(f"{label}_queries_copy_found_at_10", float(np.mean([s in t for s, t in zip(src, truth)])))
 
     # the project's index, defaults
-    proj = FrameIndex(DIM)
+    proj = FrameIndex(DIM, settings.NEARDUP_APPROX_THRESHOLD)
     approx_at = proj.approx_threshold
     projected = None
     if n > approx_at and not args.build_1m:
@@ -172,7 +173,7 @@ def hnsw_sample(report: Report, rng, n: int) -> None:
     """The project's HNSW configuration on a sample: build rate, lookups/s, recall@10."""
     import faiss
 
-    from processing.stages.neardup import FrameIndex
+    from processing.vision.frame_index import FrameIndex
 
     x = clustered(n, rng)
     queries, _ = near_queries(x, 400, rng)
@@ -198,9 +199,9 @@ def main(report: Report, args) -> None:
     import faiss
 
     try:
-        from processing.stages.neardup import FrameIndex  # noqa: F401
+        from processing.vision.frame_index import FrameIndex  # noqa: F401
     except ImportError as exc:
-        report.not_measured("project index", f"processing.stages.neardup.FrameIndex: {exc}", ">= 2,000")
+        report.not_measured("project index", f"processing.vision.frame_index.FrameIndex: {exc}", ">= 2,000")
         return
     budget_end = time.monotonic() + (100 if args.quick else 1500)
     rng = np.random.default_rng(0)

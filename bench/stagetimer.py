@@ -11,12 +11,11 @@ import json
 import os
 import time
 
-from processing.actors import load_stage_class
-from processing.config import DEFAULT_STAGES
+from processing.pipeline import STEPS, load_stage_class
 
 
 def _timed(stage_name: str):
-    base = load_stage_class(DEFAULT_STAGES[stage_name])
+    base = load_stage_class(next(s.stage for s in STEPS if s.name == stage_name))
 
     def process_batch(self, works):
         start = time.perf_counter()

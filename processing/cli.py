@@ -7,8 +7,6 @@ import json
 import logging
 import sys
 
-import settings
-
 
 def _positive(text: str) -> int:
     value = int(text)
@@ -20,7 +18,7 @@ def _positive(text: str) -> int:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m processing",
                                      description="Process crawled videos and query the catalogue.")
-    parser.add_argument("--log-level", default=settings.LOG_LEVEL, help="default: %(default)s")
+    parser.add_argument("--log-level", default=None, help="default: the LOG_LEVEL setting")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     work = sub.add_parser("work", help="run the Ray worker pool on the work stream")
@@ -28,21 +26,28 @@ def build_parser() -> argparse.ArgumentParser:
                       help="drain what is queued, then exit (default: wait for new items)")
     work.add_argument("--ray-address", default=None,
                       help="join a Ray cluster ('auto' or ray://host:10001); default: local Ray")
-    work.add_argument("--num-workers", type=int, default=settings.PROCESSING_NUM_WORKERS,
-                      help="decode actors (0: one per free core; default: %(default)s)")
+    work.add_argument("--num-workers", type=int, default=None,
+                      help="decode actors (0: one per free core; default: PROCESSING_NUM_WORKERS)")
     work.add_argument("--model-workers", type=int, default=0,
                       help="embed/label actors (0: one per GPU, or 1 on the CPU)")
-    work.add_argument("--batch-size", type=_positive, default=settings.PROCESSING_BATCH_SIZE,
-                      help="videos per batch (default: %(default)s)")
-    work.add_argument("--frames", type=_positive, default=settings.PROCESSING_FRAMES_PER_VIDEO,
-                      help="frames sampled per video (default: %(default)s)")
+    work.add_argument("--batch-size", type=_positive, default=None,
+                      help="videos per batch (default: PROCESSING_BATCH_SIZE)")
+    work.add_argument("--frames", type=_positive, default=None, dest="frames_per_video",
+                      help="frames sampled per video (default: PROCESSING_FRAMES_PER_VIDEO)")
     work.add_argument("--num-gpus", type=int, default=None,
                       help="GPUs for the model actors (default: those torch sees)")
     work.add_argument("--max-inflight", type=int, default=0,
                       help="batches in flight at most (0: two per actor)")
-    work.add_argument("--claim-idle-ms", type=_positive, default=settings.PROCESSING_CLAIM_IDLE_MS,
-                      help="reclaim entries another worker left pending this long")
+    work.add_argument("--claim-idle-ms", type=_positive, default=None,
+                      help="reclaim entries another worker left pending this long "
+                           "(default: PROCESSING_CLAIM_IDLE_MS)")
     work.add_argument("--ray-logs", action="store_true", help="show actors' output here")
+    work.add_argument("--ray-dashboard", action="store_true",
+                      help="start Ray's dashboard (:8265) with the local Ray (a cluster has its own)")
+    work.add_argument("--metrics-port", type=int, default=None,
+                      help="serve Prometheus metrics on this port (default: 0, off)")
+    work.add_argument("--metrics-host", default=None,
+                      help="address the metrics listen on (default: the METRICS_HOST setting)")
     work.add_argument("--no-progress", action="store_true", help="no progress line / log lines")
     work.set_defaults(func=cmd_work)
 
@@ -58,35 +63,65 @@ def build_parser() -> argparse.ArgumentParser:
     retry.set_defaults(func=cmd_retry)
 
     try:
-        from processing import search_cli
+        from processing.catalogue import cli as catalogue_cli
+        from processing.web import cli as web_cli
     except ImportError as exc:  # the catalogue's commands are optional for the worker
         logging.getLogger(__name__).debug("catalogue commands unavailable: %s", exc)
     else:
-        search_cli.register(sub)
+        catalogue_cli.register(sub)
+        web_cli.register(sub)
     return parser
 
 
+WORK_OPTIONS = ("num_workers", "model_workers", "batch_size", "frames_per_video", "num_gpus",
+                "max_inflight", "claim_idle_ms", "ray_address", "ray_logs", "ray_dashboard",
+                "metrics_port", "metrics_host")  # fmt: skip
+
+
 def _config(args):
+    """The worker config from settings, with the options given on the command line.
+
+    Only ``work`` asks torch for the GPUs (seconds of import); the other commands read Redis.
+    """
     from processing.config import ProcessingConfig
 
-    kwargs = dict(num_workers=args.num_workers, model_workers=args.model_workers,
-                  batch_size=args.batch_size, frames_per_video=args.frames,
-                  max_inflight=args.max_inflight, claim_idle_ms=args.claim_idle_ms,
-                  ray_address=args.ray_address, ray_logs=args.ray_logs)  # fmt: skip
-    if args.num_gpus is not None:
-        kwargs["num_gpus"] = args.num_gpus
-    return ProcessingConfig(**kwargs)
+    given = {k: getattr(args, k) for k in WORK_OPTIONS if getattr(args, k, None) is not None}
+    if args.command != "work":
+        given["num_gpus"] = 0
+    return ProcessingConfig.from_settings(**given)
+
+
+def _dashboard_missing() -> str | None:
+    """Why Ray's dashboard cannot start in this install (a minimal ``ray``), or None."""
+    from ray._private.utils import get_dashboard_dependency_error
+
+    error = get_dashboard_dependency_error()
+    return f"Ray's dashboard needs packages this install lacks ({error})" if error else None
 
 
 def cmd_work(args) -> int:
-    from processing.runner import Runner
+    from processing.runtime.runner import Runner
 
     try:
         cfg = _config(args)
     except ValueError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    runner = Runner(cfg, until_empty=args.until_empty, progress=not args.no_progress)
+    if cfg.ray_dashboard and not cfg.ray_address and _dashboard_missing():
+        print(f"error: --ray-dashboard: {_dashboard_missing()} (pip install 'ray[default]', "
+              "as the image does)", file=sys.stderr)  # fmt: skip
+        return 2
+    metrics = None
+    if cfg.metrics_port:
+        from processing.runtime.metrics import WorkerMetrics
+
+        metrics = WorkerMetrics()
+        try:
+            metrics.serve(cfg.metrics_port, cfg.metrics_host)
+        except RuntimeError as exc:  # the port is taken
+            print(f"error: {exc}", file=sys.stderr)
+            return 2
+    runner = Runner(cfg, until_empty=args.until_empty, progress=not args.no_progress, metrics=metrics)
     try:
         stats = runner.run()
     except RuntimeError as exc:  # stages could not start (missing model, bad config)
@@ -96,6 +131,9 @@ def cmd_work(args) -> int:
         print("stopped; unacknowledged entries will be reclaimed by the next worker",
               file=sys.stderr)
         return 130
+    finally:
+        if metrics:
+            metrics.close()
     shown = ", ".join(f"{k} {v}" for k, v in sorted(stats.by_status.items())) or "nothing"
     print(f"processed {stats.done} videos in {stats.batches} batches: {shown}"
           + (f"; {stats.failed_batches} batches retried" if stats.failed_batches else ""))
@@ -105,14 +143,14 @@ def cmd_work(args) -> int:
 def cmd_status(args) -> int:
     from crawler.connection import get_redis
     from processing.catalogue import open_catalogue
-    from processing.progress import format_status, project_status
+    from processing.runtime.progress import format_status, project_status
 
     try:
         catalogue = open_catalogue()
     except Exception as exc:  # noqa: BLE001 - counts from Redis still answer
         logging.getLogger(__name__).warning("catalogue unavailable: %s", exc)
         catalogue = None
-    st = project_status(get_redis(), catalogue=catalogue)
+    st = project_status(get_redis(), _config(args), catalogue=catalogue)
     print(json.dumps(st, indent=2, sort_keys=True) if args.json else format_status(st))
     return 0
 
@@ -120,10 +158,10 @@ def cmd_status(args) -> int:
 def cmd_retry(args) -> int:
     from crawler.connection import get_redis
     from processing.catalogue import open_catalogue
-    from processing.stream import retry_failed
+    from processing.runtime.stream import retry_failed
 
     with open_catalogue() as catalogue:
-        counts = retry_failed(get_redis(), catalogue, stage=args.stage, dead=args.dead)
+        counts = retry_failed(get_redis(), catalogue, _config(args), stage=args.stage, dead=args.dead)
     msg = f"requeued {counts['requeued']} failed items"
     if args.stage:
         msg += f" (stage {args.stage}; {counts['skipped']} failed elsewhere left alone)"
@@ -133,8 +171,16 @@ def cmd_retry(args) -> int:
     return 0
 
 
+def _log_level() -> str:
+    """LOG_LEVEL: the one setting the CLI reads itself (every command logs, catalogue ones too)."""
+    import settings
+
+    return settings.LOG_LEVEL
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    logging.basicConfig(level=getattr(logging, str(args.log_level).upper(), logging.INFO),
+    level = args.log_level or _log_level()
+    logging.basicConfig(level=getattr(logging, str(level).upper(), logging.INFO),
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     return args.func(args) or 0

@@ -1,12 +1,19 @@
-"""Worker configuration: one dataclass, defaults from settings, sized to the detected hardware."""
+"""Worker configuration: one dataclass, read from settings once (``from_settings``), sized to the hardware.
+
+``ProcessingConfig.from_settings()`` is the only place the workers read ``settings``: the
+defaults live there alone (settings/__init__.py), and stages get explicit values from this
+config in their ``from_config``. Fields with a default here are command-line options that
+have no setting.
+"""
 
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
-import settings
+from crawler.keys import RedisKeys
+from processing.pipeline import STEP_NAMES, stage_targets
 
 
 def detect_gpus() -> int:
@@ -19,82 +26,112 @@ def detect_gpus() -> int:
         return 0
 
 
-STAGE_NAMES = ("frames", "embed", "neardup", "labels")  # in the order a batch goes through them
-DEFAULT_STAGES = {
-    "frames": "processing.stages.frames:FramesStage",
-    "embed": "processing.stages.embed:EmbedStage",
-    "neardup": "processing.stages.neardup:NearDupStage",
-    "labels": "processing.stages.labels:LabelsStage",
-}
-
-
-def parse_stages(spec: str) -> dict[str, str]:
-    """DEFAULT_STAGES overridden by ``"name=module:Class,..."`` (PROCESSING_STAGES)."""
-    stages = dict(DEFAULT_STAGES)
-    for part in filter(None, (p.strip() for p in (spec or "").split(","))):
-        name, sep, target = part.partition("=")
-        if not sep or ":" not in target or name.strip() not in STAGE_NAMES:
-            raise ValueError(f"PROCESSING_STAGES: expected name=module:Class with a name in "
-                             f"{STAGE_NAMES}, got {part!r}")
-        stages[name.strip()] = target.strip()
-    return stages
+def _names(text: str) -> tuple[str, ...]:
+    return tuple(n.strip() for n in (text or "").split(",") if n.strip())
 
 
 @dataclass
 class ProcessingConfig:
     """Everything the worker pool and its stages need; checked in ``__post_init__``."""
 
-    data_dir: Path = field(default_factory=lambda: Path(settings.DATA_DIR))
-    stream_key: str = field(default_factory=lambda: settings.STREAM_KEY)
-    group: str = field(default_factory=lambda: settings.STREAM_GROUP)
-    dead_key: str = field(default_factory=lambda: settings.STREAM_DEAD_KEY)
-    max_attempts: int = field(default_factory=lambda: settings.PROCESSING_MAX_ATTEMPTS)
-    claim_idle_ms: int = field(default_factory=lambda: settings.PROCESSING_CLAIM_IDLE_MS)
-    num_workers: int = field(default_factory=lambda: settings.PROCESSING_NUM_WORKERS)
-    batch_size: int = field(default_factory=lambda: settings.PROCESSING_BATCH_SIZE)
-    frames_per_video: int = field(default_factory=lambda: settings.PROCESSING_FRAMES_PER_VIDEO)
-    embed_model: str = field(default_factory=lambda: settings.EMBED_MODEL)
-    neardup_threshold: float = field(default_factory=lambda: settings.NEARDUP_THRESHOLD)
-    labelers: tuple[str, ...] = field(
-        default_factory=lambda: tuple(n.strip() for n in settings.LABELERS.split(",") if n.strip())
-    )
+    data_dir: Path
+    key_prefix: str  # every Redis key (stream, ledger, rates, stage stats) is under it
+    # stream (processing/runtime/stream.py)
+    max_attempts: int
+    claim_idle_ms: int
+    stream_maxlen: int
+    # pools (processing/runtime/pools.py)
+    num_workers: int  # decode actors; 0: one per free core
+    batch_size: int
+    num_gpus: int
     # stages (processing/stages/*.py)
-    neardup_min_match: float = field(default_factory=lambda: settings.NEARDUP_MIN_MATCH)
-    neardup_approx_threshold: int = field(default_factory=lambda: settings.NEARDUP_APPROX_THRESHOLD)
-    embed_precision: str = field(default_factory=lambda: settings.EMBED_PRECISION)
-    clip_model: str = field(default_factory=lambda: settings.CLIP_MODEL)
-    clip_tags_vocabulary: tuple[str, ...] = field(
-        default_factory=lambda: tuple(v.strip() for v in settings.CLIP_TAGS_VOCABULARY.split(",") if v.strip())
-    )
-    caption_model: str = field(default_factory=lambda: settings.CAPTION_MODEL)
-    asr_model: str = field(default_factory=lambda: settings.ASR_MODEL)
-    num_gpus: int = field(default_factory=detect_gpus)
-    ray_address: str | None = None
-    # runtime (processing/runner.py)
+    frames_per_video: int
+    embed_model: str
+    embed_precision: str
+    neardup_threshold: float
+    neardup_min_match: float
+    neardup_approx_threshold: int
+    phash_max_distance: int
+    labelers: tuple[str, ...]
+    clip_model: str
+    clip_tags_vocabulary: tuple[str, ...]
+    caption_model: str
+    asr_model: str
+    stages: dict[str, str]  # step name -> "module:Class" (processing/pipeline.py)
+    # runtime options of `python -m processing work` (no setting)
     model_workers: int = 0  # model actors (embed + labels); 0: one per GPU, or 1 on the CPU
     max_inflight: int = 0  # batches between stream and catalogue; 0: 2 per actor
     block_ms: int = 1000  # XREADGROUP BLOCK when idle (also how often a stop is noticed)
+    ray_address: str | None = None
     ray_logs: bool = False  # forward actors' stdout/stderr to the driver (else Ray's log dir)
-    # stage name -> "module:Class" (a Stage with a `from_config(cfg)` classmethod)
-    stages: dict[str, str] = field(default_factory=lambda: parse_stages(settings.PROCESSING_STAGES))
+    ray_dashboard: bool = False  # Ray's dashboard (:8265) on the local Ray this driver starts
+    metrics_port: int = 0  # Prometheus endpoint of the driver (processing/runtime/metrics.py); 0: off
+    metrics_host: str = "127.0.0.1"  # its bind address (setting METRICS_HOST)
+
+    @classmethod
+    def from_settings(cls, source=None, **overrides) -> ProcessingConfig:
+        """The config from the ``settings`` module (or ``source``), ``overrides`` replacing fields.
+
+        ``num_gpus`` is asked of torch only when not given (importing torch takes seconds).
+        """
+        if source is None:
+            import settings as source
+        values = dict(
+            data_dir=source.DATA_DIR,
+            key_prefix=source.KEY_PREFIX,
+            max_attempts=source.PROCESSING_MAX_ATTEMPTS,
+            claim_idle_ms=source.PROCESSING_CLAIM_IDLE_MS,
+            stream_maxlen=source.STREAM_MAXLEN,
+            num_workers=source.PROCESSING_NUM_WORKERS,
+            batch_size=source.PROCESSING_BATCH_SIZE,
+            frames_per_video=source.PROCESSING_FRAMES_PER_VIDEO,
+            embed_model=source.EMBED_MODEL,
+            embed_precision=source.EMBED_PRECISION,
+            neardup_threshold=source.NEARDUP_THRESHOLD,
+            neardup_min_match=source.NEARDUP_MIN_MATCH,
+            neardup_approx_threshold=source.NEARDUP_APPROX_THRESHOLD,
+            phash_max_distance=source.PHASH_MAX_DISTANCE,
+            labelers=_names(source.LABELERS),
+            clip_model=source.CLIP_MODEL,
+            clip_tags_vocabulary=_names(source.CLIP_TAGS_VOCABULARY),
+            caption_model=source.CAPTION_MODEL,
+            asr_model=source.ASR_MODEL,
+            stages=stage_targets(source.PROCESSING_STAGES),
+            metrics_host=source.METRICS_HOST,
+        )
+        values.update(overrides)
+        if "num_gpus" not in values:
+            values["num_gpus"] = detect_gpus()
+        return cls(**values)
 
     def __post_init__(self):
         self.data_dir = Path(self.data_dir)
+        RedisKeys(self.key_prefix)  # raises ValueError on a prefix that cannot be a key prefix
         if self.num_workers <= 0:
             self.num_workers = max(1, (os.cpu_count() or 1) - 1)
         if self.model_workers <= 0:
             self.model_workers = max(1, self.num_gpus)
         if self.max_inflight <= 0:
             self.max_inflight = 2 * (self.num_workers + self.model_workers)
-        missing = [s for s in STAGE_NAMES if not self.stages.get(s)]
+        missing = [s for s in STEP_NAMES if not self.stages.get(s)]
         if missing:
             raise ValueError(f"stages must name a class for {missing}, got {self.stages!r}")
-        for name in ("batch_size", "frames_per_video", "max_attempts", "claim_idle_ms"):
+        for name in ("batch_size", "frames_per_video", "max_attempts", "claim_idle_ms", "stream_maxlen"):
             value = getattr(self, name)
             if not isinstance(value, int) or value < 1:
                 raise ValueError(f"{name} must be a positive integer, got {value!r}")
         if not 0.0 < self.neardup_threshold <= 1.0:
             raise ValueError(f"neardup_threshold must be in (0, 1], got {self.neardup_threshold!r}")
+
+    @property
+    def keys(self) -> RedisKeys:
+        """Every Redis key name under ``key_prefix``."""
+        return RedisKeys(self.key_prefix)
+
+    @property
+    def device(self) -> str:
+        """Where the model stages run: ``cuda`` when the run has GPUs, else ``cpu``."""
+        return "cuda" if self.num_gpus > 0 else "cpu"
 
     @property
     def index_dir(self) -> Path:

@@ -1,8 +1,8 @@
-"""Labelers for LabelsStage: one model each, by name (imagenet, ocr, nsfw, faces, speech, ...)."""
+"""Labelers for LabelsStage: one model each, by name (the default list is settings.LABELERS)."""
 
 from __future__ import annotations
 
-from processing.labelers.base import Labeler, pick_frames
+from processing.labelers.base import Labeler
 from processing.labelers.caption import CaptionLabeler
 from processing.labelers.clip_tags import ClipTagsLabeler
 from processing.labelers.faces import FacesLabeler
@@ -19,7 +19,5 @@ LABELERS: dict[str, type[Labeler]] = {
         ClipTagsLabeler, CaptionLabeler, TranscriptLabeler,
     )
 }
-DEFAULT_LABELERS = ("imagenet", "ocr", "nsfw", "faces", "speech")
-OPT_IN_LABELERS = ("clip_tags", "caption", "transcript")
 
-__all__ = ["LABELERS", "DEFAULT_LABELERS", "OPT_IN_LABELERS", "Labeler", "pick_frames"]
+__all__ = ["LABELERS", "Labeler"]

@@ -5,19 +5,7 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from typing import Any
 
-import numpy as np
-
-from processing.stages.base import Work
-
-
-def pick_frames(frames: np.ndarray | None, n: int) -> np.ndarray:
-    """``n`` evenly spaced frames (inner ones first: they avoid fades and title cards)."""
-    if frames is None or len(frames) == 0:
-        return np.zeros((0, 1, 1, 3), np.uint8)
-    if len(frames) <= n:
-        return frames
-    idx = np.linspace(0, len(frames) - 1, n + 2)[1:-1].round().astype(int)
-    return frames[idx]
+from processing.work import Work
 
 
 class Labeler(ABC):

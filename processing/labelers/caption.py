@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
-from processing.labelers.base import Labeler, pick_frames
-from processing.stages.base import Work
+from processing.labelers.base import Labeler
+from processing.vision.models import load_captioner
+from processing.vision.image import pick_frames
+from processing.work import Work
 
 
 class CaptionLabeler(Labeler):
@@ -24,8 +26,6 @@ class CaptionLabeler(Labeler):
         self.captioner = None
 
     def setup(self) -> None:
-        from processing.models import load_captioner
-
         self.captioner = load_captioner(self.spec, self.device)
         self.captioner.max_new_tokens = self.max_new_tokens
 

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import numpy as np
 
-from processing.labelers.base import Labeler, pick_frames
-from processing.stages.base import Work
+from processing.labelers.base import Labeler
+from processing.vision.models import load_clip
+from processing.vision.image import pick_frames
+from processing.work import Work
 
 DEFAULT_VOCABULARY = (
     "people", "a person talking", "animals", "a cartoon", "a city street", "nature", "sports",
@@ -40,8 +42,6 @@ class ClipTagsLabeler(Labeler):
         self.text = None
 
     def setup(self) -> None:
-        from processing.models import load_clip
-
         self.clip = load_clip(self.spec, self.device)
         self.text = self.clip.text_features([self.template.format(v) for v in self.vocabulary])
 

@@ -6,7 +6,7 @@ import cv2
 import numpy as np
 
 from processing.labelers.base import Labeler
-from processing.stages.base import Work
+from processing.work import Work
 
 
 class FacesLabeler(Labeler):

@@ -7,7 +7,8 @@ from pathlib import Path
 import numpy as np
 
 from processing.labelers.base import Labeler
-from processing.stages.base import Work
+from processing.vision import models
+from processing.work import Work
 
 CLASSES_FILE = Path(__file__).with_name("imagenet_classes.txt")
 
@@ -35,10 +36,8 @@ class ImagenetLabeler(Labeler):
         self.classes = imagenet_classes()
 
     def logits(self, work: Work) -> np.ndarray:
-        logits = work.extras.get("logits")
+        logits = work.logits
         if logits is None:  # the embedding model is not EfficientNet: run it here
-            from processing import models
-
             if self.embedder is None:
                 self.embedder = models.load_image_embedder(models.EFFICIENTNET, "cpu")
             logits = self.embedder(work.frames).logits

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from processing.labelers.base import Labeler, pick_frames
-from processing.stages.base import Work
+from processing.labelers.base import Labeler
+from processing.vision.image import pick_frames
+from processing.work import Work
 
 
 class OcrLabeler(Labeler):

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from processing.labelers.base import Labeler
-from processing.stages.base import Work
+from processing.work import Work
 
 
 class SpeechLabeler(Labeler):
@@ -29,9 +29,8 @@ class SpeechLabeler(Labeler):
         import torch
         from silero_vad import get_speech_timestamps
 
-        audio = work.extras.get("audio")
-        rate = int(work.extras.get("audio_rate", 16000))
-        if audio is None or len(audio) < rate // 10:
+        audio, rate = work.audio, work.audio_rate
+        if audio is None or not rate or len(audio) < rate // 10:
             return {"present": False, "score": 0.0}  # no audio track: no speech
         segments = get_speech_timestamps(
             torch.from_numpy(np.ascontiguousarray(audio, dtype=np.float32)),

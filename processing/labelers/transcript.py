@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 from processing.labelers.base import Labeler
-from processing.stages.base import Work
+from processing.vision.models import load_transcriber
+from processing.work import Work
 
 
 class TranscriptLabeler(Labeler):
@@ -21,14 +22,11 @@ class TranscriptLabeler(Labeler):
         self.asr = None
 
     def setup(self) -> None:
-        from processing.models import load_transcriber
-
         self.asr = load_transcriber(self.spec, self.device)
         self.asr.max_new_tokens = self.max_new_tokens
 
     def label(self, work: Work) -> dict:
-        audio = work.extras.get("audio")
-        if audio is None or len(audio) == 0:
+        if work.audio is None or len(work.audio) == 0:
             return {"text": "", "present": False}
-        text = self.asr(audio, int(work.extras.get("audio_rate", 16000)))
+        text = self.asr(work.audio, work.audio_rate)
         return {"text": text, "present": bool(text)}

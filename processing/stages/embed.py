@@ -4,36 +4,11 @@ from __future__ import annotations
 
 import numpy as np
 
-from processing import models
-from processing.stages.base import Resources, Stage, Work
-
-
-def to_gray(frames: np.ndarray) -> np.ndarray:
-    """Luma replicated to 3 channels (BT.601), so colour-changed and grayscale copies match."""
-    luma = frames[..., 0] * 0.299 + frames[..., 1] * 0.587 + frames[..., 2] * 0.114
-    return np.repeat(luma.round().astype(np.uint8)[..., None], 3, axis=-1)
-
-
-def trim_borders(frames: np.ndarray, dark: int = 24, min_keep: float = 0.4) -> np.ndarray:
-    """Cut letterbox / pillarbox bars: rows and columns that stay dark on every frame.
-
-    The same box is applied to all frames of a video. If less than ``min_keep`` of a side
-    would remain (a dark video), the frames are returned unchanged.
-    """
-    if frames.ndim != 4 or len(frames) == 0:
-        return frames
-    bright = frames.max(axis=(0, 3))  # (H, W): brightest value over frames and channels
-    rows = np.flatnonzero(bright.max(axis=1) > dark)
-    cols = np.flatnonzero(bright.max(axis=0) > dark)
-    h, w = bright.shape
-    if len(rows) == 0 or len(cols) == 0:
-        return frames
-    top, bottom, left, right = rows[0], rows[-1] + 1, cols[0], cols[-1] + 1
-    if (bottom - top) < min_keep * h or (right - left) < min_keep * w:
-        return frames
-    if (top, bottom, left, right) == (0, h, 0, w):
-        return frames
-    return frames[:, top:bottom, left:right]
+from crawler.errors import MediaError
+from processing.stages.base import Resources, Stage
+from processing.vision import models
+from processing.vision.image import to_gray, trim_borders
+from processing.work import Work
 
 
 DEDUP_FEATURES = ("gray", "color")
@@ -43,25 +18,30 @@ class EmbedStage(Stage):
     """Embed every sampled frame with the configured model; descriptor = renormalised mean.
 
     ``model``: ``efficientnet-lite0`` (packaged ImageNet weights; its logits go to
-    ``work.extras["logits"]`` for the imagenet labeler) or ``clip:<folder or hub id>``.
+    ``work.logits`` for the imagenet labeler) or ``clip:<folder or hub id>``.
     Letterbox/pillarbox bars are trimmed first so padded copies embed like their original.
-    ``work.extras["dedup_embeddings"]`` (+ ``["dedup_model"]``) feed the near-duplicate index.
+    ``work.dedup_embeddings`` (+ ``work.dedup_model``) feed the near-duplicate index.
     With ``dedup_features="color"`` (default) they are the frame embeddings themselves: one
     forward pass per frame. ``"gray"`` also embeds a grayscale copy of every frame in the same
     forward pass (2 model images per frame) for the index. Colour-graded and grayscale copies
     are caught either way: NearDupStage's perceptual-hash layer works on luminance, and on
     bench/dedup.py's set colour embeddings + the hash find every kind of copy (F1 1.0,
     precision 1.0, as with gray) at half the model work.
+
+    The whole batch goes through the model in one forward pass; if that fails, each video is
+    embedded alone so that one bad video fails (``embed_error``) without its neighbours.
     """
 
     name = "embed"
+    resources = Resources(num_cpus=1, num_gpus=1)
+    error_code = "embed_error"
 
     def __init__(
         self,
         *,
-        model: str = models.EFFICIENTNET,
+        model: str,
+        precision: str,
         device: str = "auto",
-        precision: str = "auto",
         batch_size: int | None = None,
         threads: int | None = None,
         trim_bars: bool = True,
@@ -91,19 +71,10 @@ class EmbedStage(Stage):
         self.threads = threads
         self.trim_bars = trim_bars
         self.embedder: models.ImageEmbedder | None = None
-        self.counts: dict[str, int] = {}
-
-    @property
-    def resources(self) -> Resources:  # type: ignore[override]
-        return Resources(num_cpus=1, num_gpus=1 if self.device.startswith("cuda") else 0)
 
     @classmethod
-    def from_config(cls, cfg) -> EmbedStage:
-        return cls(
-            model=cfg.embed_model,
-            device="cuda" if cfg.num_gpus > 0 else "cpu",
-            precision=getattr(cfg, "embed_precision", "auto"),
-        )
+    def from_config(cls, cfg, **overrides) -> EmbedStage:
+        return cls(**{"model": cfg.embed_model, "device": cfg.device, "precision": cfg.embed_precision} | overrides)
 
     def setup(self) -> None:
         if self.embedder is None:
@@ -122,31 +93,25 @@ class EmbedStage(Stage):
         self.setup()
         return self.embedder(frames)
 
-    def _count(self, key: str, n: int = 1) -> None:
-        self.counts[key] = self.counts.get(key, 0) + n
-
     def process_batch(self, works: list[Work]) -> list[Work]:
         self.setup()
-        todo = [w for w in works if not w.skip]
-        ready = []
-        for work in todo:
-            if work.frames is None or len(work.frames) == 0:
-                work.item.fail(self.name, "no_frames", "nothing to embed")
-                self._count("no_frames")
+        ready = [w for w in works if not w.skip and w.has_frames]
+        if ready:
+            try:
+                with self.stats.timer(len(ready)):
+                    self._embed(ready)  # one batched forward over every video of the batch
+            except Exception:  # noqa: BLE001 - one bad video must not sink the batch
+                ready = []  # the base's loop embeds them one by one below
             else:
-                ready.append(work)
-        if not ready:
-            return works
-        try:
-            self._embed(ready)
-        except Exception:  # noqa: BLE001 - one bad video must not sink the batch: retry singly
-            for work in ready:
-                try:
-                    self._embed([work])
-                except Exception as exc:  # noqa: BLE001
-                    work.item.fail(self.name, "embed_error", f"{type(exc).__name__}: {exc}"[:300])
-                    self._count("embed_error")
+                self.stats.count("ok", len(ready))
+        done = {id(w) for w in ready}
+        super().process_batch([w for w in works if id(w) not in done])
         return works
+
+    def process_one(self, work: Work) -> None:
+        if not work.has_frames:
+            raise MediaError("no_frames", "nothing to embed")
+        self._embed([work])
 
     @property
     def dedup_model_name(self) -> str:
@@ -166,12 +131,9 @@ class EmbedStage(Stage):
             mean = emb.mean(axis=0)
             work.descriptor = (mean / (np.linalg.norm(mean) or 1.0)).astype(np.float32)
             if out.logits is not None:
-                work.extras["logits"] = out.logits[offset : offset + n]
-            work.extras["dedup_embeddings"] = (
-                out.embeddings[total + offset : total + offset + n] if gray else emb
-            )
-            work.extras["dedup_model"] = self.dedup_model_name
+                work.logits = out.logits[offset : offset + n]
+            work.dedup_embeddings = out.embeddings[total + offset : total + offset + n] if gray else emb
+            work.dedup_model = self.dedup_model_name
             work.item.embedding_model = self.embedder.name
             work.item.models["embedding"] = self.embedder.name
             offset += n
-            self._count("ok")

@@ -9,17 +9,15 @@ from pathlib import Path
 
 import numpy as np
 
-from processing.stages.base import Resources, Stage, Work
+from crawler.errors import MediaError
+from processing.stages.base import Resources, Stage
+from processing.work import Work
 
 log = logging.getLogger(__name__)
 
 
-class DecodeError(Exception):
+class DecodeError(MediaError):
     """A video that cannot be sampled; ``code`` is the stable reason recorded on the item."""
-
-    def __init__(self, code: str, message: str = ""):
-        super().__init__(message or code)
-        self.code = code
 
 
 def local_path(item_path: str | None) -> Path:
@@ -43,16 +41,18 @@ class FramesStage(Stage):
     Frames are scaled so their short side is ``frame_size`` (aspect kept; cropping is the
     embedder's business) and stacked as (N, H, W, 3) uint8 RGB. Unseekable files fall back to
     one sequential pass that keeps evenly spaced frames. Audio (mono 16 kHz float32, first
-    ``audio_seconds``) goes to ``work.extras["audio"]`` when the file has an audio track.
+    ``audio_seconds``) goes to ``work.audio`` when the file has an audio track. An unexpected
+    decoder error fails the video as ``undecodable``.
     """
 
     name = "frames"
     resources = Resources(num_cpus=1)
+    error_code = "undecodable"
 
     def __init__(
         self,
         *,
-        frames_per_video: int = 8,
+        frames_per_video: int,
         frame_size: int = 224,
         thumbnail_dir: str | Path | None = None,
         thumbnail_width: int = 320,
@@ -81,11 +81,10 @@ class FramesStage(Stage):
         self.audio_rate = audio_rate
         self.max_decode_seconds = float(max_decode_seconds)
         self.forward_seconds = float(forward_seconds)
-        self.counts: dict[str, int] = {}
 
     @classmethod
-    def from_config(cls, cfg) -> FramesStage:
-        return cls(frames_per_video=cfg.frames_per_video, thumbnail_dir=cfg.thumbnail_dir)
+    def from_config(cls, cfg, **overrides) -> FramesStage:
+        return cls(**{"frames_per_video": cfg.frames_per_video, "thumbnail_dir": cfg.thumbnail_dir} | overrides)
 
     def setup(self) -> None:
         import av
@@ -93,24 +92,6 @@ class FramesStage(Stage):
         av.logging.set_level(av.logging.PANIC)  # corrupt input is reported on the item
         if self.thumbnail_dir:
             self.thumbnail_dir.mkdir(parents=True, exist_ok=True)
-
-    def _count(self, key: str) -> None:
-        self.counts[key] = self.counts.get(key, 0) + 1
-
-    def process_batch(self, works: list[Work]) -> list[Work]:
-        for work in works:
-            if work.skip:
-                continue
-            try:
-                self.process_one(work)
-                self._count("ok")
-            except DecodeError as exc:
-                work.item.fail(self.name, exc.code, str(exc) if str(exc) != exc.code else None)
-                self._count(exc.code)
-            except Exception as exc:  # noqa: BLE001 - bad media never raises out of a stage
-                work.item.fail(self.name, "undecodable", f"{type(exc).__name__}: {exc}"[:300])
-                self._count("undecodable")
-        return works
 
     # -- one video --------------------------------------------------------------------------
     def process_one(self, work: Work) -> None:
@@ -145,8 +126,7 @@ class FramesStage(Stage):
         if self.audio_seconds > 0:
             audio = self._audio(path)
             if audio is not None:
-                work.extras["audio"] = audio
-                work.extras["audio_rate"] = self.audio_rate
+                work.audio, work.audio_rate = audio, self.audio_rate
 
     @staticmethod
     def _duration(container, stream, hint: float | None) -> float | None:

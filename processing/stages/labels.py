@@ -6,8 +6,10 @@ import logging
 from collections.abc import Sequence
 from typing import Any
 
+from crawler.errors import MediaError
 from processing.labelers import LABELERS, Labeler
-from processing.stages.base import Resources, Stage, Work
+from processing.stages.base import ERROR_MAX_CHARS, Resources, Stage
+from processing.work import Work
 
 log = logging.getLogger(__name__)
 
@@ -16,15 +18,18 @@ class LabelsStage(Stage):
     """Each labeler writes ``item.labels[name] = {"model": ..., <output>}`` and
     ``item.models[name]``. One that fails (at setup or on one video) writes
     ``{"model": ..., "error": ...}`` and ``item.errors["labels.<name>"]``; the others run and
-    the item does not fail.
+    the item does not fail. Counters: one outcome per video, and ``<labeler>/ok`` or
+    ``<labeler>/error`` per labeler run.
     """
 
     name = "labels"
+    resources = Resources(num_cpus=1, num_gpus=1)
+    error_code = "labels_error"
 
     def __init__(
         self,
         *,
-        labelers: Sequence[str] = ("imagenet", "ocr", "nsfw", "faces", "speech"),
+        labelers: Sequence[str],
         options: dict[str, dict[str, Any]] | None = None,
         device: str = "cpu",
     ):
@@ -48,15 +53,10 @@ class LabelsStage(Stage):
                 raise ValueError(f"bad options for labeler {n!r}: {exc}") from exc
         self.broken: dict[str, str] = {}  # labeler name -> setup error
         self.ready = False
-        self.counts: dict[str, int] = {}
-
-    @property
-    def resources(self) -> Resources:  # type: ignore[override]
-        return Resources(num_cpus=1, num_gpus=1 if self.device.startswith("cuda") else 0)
 
     @classmethod
-    def from_config(cls, cfg) -> LabelsStage:
-        device = "cuda" if cfg.num_gpus > 0 else "cpu"
+    def from_config(cls, cfg, **overrides) -> LabelsStage:
+        device = cfg.device
         names = list(cfg.labelers)
         options: dict[str, dict[str, Any]] = {}
         if "clip_tags" in names:
@@ -67,7 +67,7 @@ class LabelsStage(Stage):
             options["caption"] = {"model": cfg.caption_model, "device": device}
         if "transcript" in names:
             options["transcript"] = {"model": cfg.asr_model, "device": device}
-        return cls(labelers=names, options=options, device=device)
+        return cls(**{"labelers": names, "options": options, "device": device} | overrides)
 
     def setup(self) -> None:
         if self.ready:
@@ -76,27 +76,21 @@ class LabelsStage(Stage):
             try:
                 labeler.setup()
             except Exception as exc:  # noqa: BLE001 - a missing model disables one labeler only
-                self.broken[labeler.name] = f"setup_failed: {type(exc).__name__}: {exc}"[:300]
+                self.broken[labeler.name] = f"setup_failed: {type(exc).__name__}: {exc}"[:ERROR_MAX_CHARS]
                 log.warning("labeler %s disabled: %s", labeler.name, self.broken[labeler.name])
         self.ready = True
 
-    def _count(self, key: str) -> None:
-        self.counts[key] = self.counts.get(key, 0) + 1
-
     def process_batch(self, works: list[Work]) -> list[Work]:
         self.setup()
-        for work in works:
-            if work.skip:
-                continue
-            if work.frames is None or len(work.frames) == 0:
-                work.item.fail(self.name, "no_frames", "nothing to label")
-                self._count("no_frames")
-                continue
-            for labeler in self.labelers:
-                self.run_one(labeler, work)
-        return works
+        return super().process_batch(works)
 
-    def run_one(self, labeler: Labeler, work: Work) -> None:
+    def process_one(self, work: Work) -> None:
+        if not work.has_frames:
+            raise MediaError("no_frames", "nothing to label")
+        for labeler in self.labelers:
+            self.run_labeler(labeler, work)
+
+    def run_labeler(self, labeler: Labeler, work: Work) -> None:
         item = work.item
         error = self.broken.get(labeler.name)
         if error is None:
@@ -104,10 +98,10 @@ class LabelsStage(Stage):
                 output = labeler.label(work)
                 item.labels[labeler.name] = {"model": labeler.model, **output}
                 item.models[labeler.name] = labeler.model
-                self._count(f"{labeler.name}/ok")
+                self.stats.count(f"{labeler.name}/ok")
                 return
             except Exception as exc:  # noqa: BLE001 - one labeler must not sink the others
-                error = f"labeler_error: {type(exc).__name__}: {exc}"[:300]
+                error = f"labeler_error: {type(exc).__name__}: {exc}"[:ERROR_MAX_CHARS]
         item.labels[labeler.name] = {"model": labeler.model, "error": error}
         item.errors[f"labels.{labeler.name}"] = error
-        self._count(f"{labeler.name}/error")
+        self.stats.count(f"{labeler.name}/error")

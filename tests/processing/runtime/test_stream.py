@@ -1,13 +1,13 @@
-"""The work stream on a real Redis: group reads, reclaim, dead letters, retry, status, progress."""
+"""The work stream on a real Redis: group reads, reclaim, dead letters, retry."""
 
-import io
 import json
 
 from crawler.items import VideoItem
+from crawler.keys import RedisKeys
 from crawler.ledger import Ledger
 from processing.catalogue import SqliteCatalogue
-from processing.progress import Progress, RateBook, format_status, project_status
-from processing.stream import WorkStream, retry_failed
+from processing.config import ProcessingConfig
+from processing.runtime.stream import WorkStream, retry_failed
 
 
 def _item(n: int, **kw) -> VideoItem:
@@ -15,13 +15,17 @@ def _item(n: int, **kw) -> VideoItem:
                      status="queued", **kw)
 
 
+def _cfg(**kw) -> ProcessingConfig:
+    return ProcessingConfig.from_settings(num_gpus=0, **kw)  # KEY_PREFIX: the test's own
+
+
 def _queue(client, stream, item: VideoItem) -> str:
-    Ledger(client).record_item(item)
+    Ledger(client, stream.keys).record_item(item)
     return client.xadd(stream.key, {"item": item.to_json()}).decode()
 
 
 def _stream(client, name, **kw) -> WorkStream:
-    return WorkStream(client, consumer=name, **kw)
+    return WorkStream.from_config(client, _cfg(**kw), consumer=name)
 
 
 def test_entries_queued_before_the_group_exists_are_read_and_acked(redis_client, key_prefix):
@@ -70,7 +74,7 @@ def test_poison_entries_go_to_the_dead_letter_stream_at_once(redis_client, key_p
     assert reasons == ["not_json", "missing_url", "missing_item", "missing_video_id"]
     assert s.pending_count() == 1  # only the good one is in progress
     # the poison entry with a URL is a recorded failure of that URL, not lost
-    assert Ledger(redis_client).get(no_id.url)["status"] == "failed"
+    assert Ledger(redis_client, key_prefix).get(no_id.url)["status"] == "failed"
 
 
 def test_an_entry_failing_max_attempts_times_is_dead_lettered_with_its_error(redis_client, key_prefix):
@@ -87,7 +91,7 @@ def test_an_entry_failing_max_attempts_times_is_dead_lettered_with_its_error(red
     assert "boom again" in dead["reason"] and dead["entry_id"] == entry
     assert VideoItem.from_json(dead["item"]).url == "https://example.org/1.mp4"
     assert s.pending_count() == 0
-    assert Ledger(redis_client).get("https://example.org/1.mp4")["error"] == "dead_letter: max_attempts"
+    assert Ledger(redis_client, key_prefix).get("https://example.org/1.mp4")["error"] == "dead_letter: max_attempts"
 
 
 def test_retry_requeues_failed_items_of_a_stage_once(redis_client, key_prefix, data_dir):
@@ -99,19 +103,19 @@ def test_retry_requeues_failed_items_of_a_stage_once(redis_client, key_prefix, d
     frames_failed = _item(2).fail("frames", "undecodable")
     cat.upsert([embed_failed.to_dict(), frames_failed.to_dict(), _item(3).to_dict() | {"status": "indexed"}])
     for it in (embed_failed, frames_failed):
-        Ledger(redis_client).record_item(it)
+        Ledger(redis_client, key_prefix).record_item(it)
 
-    assert retry_failed(redis_client, cat, stage="embed") == {"requeued": 1, "skipped": 1, "dead": 0}
+    assert retry_failed(redis_client, cat, _cfg(), stage="embed") == {"requeued": 1, "skipped": 1, "dead": 0}
     (d,) = s.read(10)
     assert d.item.url == embed_failed.url and d.item.status == "queued"
     assert d.item.errors == {"labels": "ocr_error"}  # only the embed error is dropped
-    assert Ledger(redis_client).get(embed_failed.url)["status"] == "queued"
+    assert Ledger(redis_client, key_prefix).get(embed_failed.url)["status"] == "queued"
     assert cat.get(embed_failed.video_id)["status"] == "queued"
     # a second retry does not queue it again; without --stage the other one goes back too
-    assert retry_failed(redis_client, cat)["requeued"] == 1
+    assert retry_failed(redis_client, cat, _cfg())["requeued"] == 1
     (d2,) = s.read(10)
     assert d2.item.url == frames_failed.url and d2.item.errors == {}
-    assert Ledger(redis_client).counts() == {"queued": 2}
+    assert Ledger(redis_client, key_prefix).counts() == {"queued": 2}
 
 
 def test_retry_dead_requeues_dead_letters_that_hold_an_item(redis_client, key_prefix, data_dir):
@@ -123,41 +127,10 @@ def test_retry_dead_requeues_dead_letters_that_hold_an_item(redis_client, key_pr
     assert s.redeliver([d.entry_id]) == []  # second delivery > max_attempts
     assert redis_client.xlen(s.dead_key) == 2
     with SqliteCatalogue(data_dir / "cat.sqlite") as cat:
-        assert retry_failed(redis_client, cat, dead=True)["dead"] == 1
+        assert retry_failed(redis_client, cat, _cfg(), dead=True)["dead"] == 1
     assert redis_client.xlen(s.dead_key) == 1  # the garbage stays, with its reason
     (again,) = s.read(10)
     assert again.item.url == "https://example.org/1.mp4" and "stream" not in again.item.errors
-
-
-def test_status_counts_the_whole_project(redis_client, key_prefix, data_dir):
-    s = _stream(redis_client, "w")
-    s.ensure_group()
-    for i in range(4):
-        _queue(redis_client, s, _item(i))
-    s.read(1)  # one in progress, three waiting
-    redis_client.xadd(s.key, {"item": "bad"})  # waiting too, until read
-    ledger = Ledger(redis_client)
-    ledger.record("https://example.org/r.mp4", "rejected", stage="probe", error="too_long")
-    ledger.record("https://example.org/x.mp4", "indexed", video_id="x")
-    RateBook(redis_client).add({"indexed": 6})
-    st = project_status(redis_client, catalogue=SqliteCatalogue(data_dir / "c.sqlite"))
-    assert (st["queued"], st["in_progress"], st["backlog"]) == (4, 1, 4)
-    assert (st["indexed"], st["rejected"], st["failed"], st["dead_lettered"]) == (1, 1, 0, 0)
-    assert st["rates_per_minute"]["last_1m"] == {"indexed": 6.0}
-    assert st["catalogue"] == {}
-    text = format_status(st)
-    assert "in progress 1" in text and "rejected" in text
-    json.dumps(st)  # --json must be able to print it
-
-
-def test_progress_shows_done_rate_and_eta():
-    out = io.StringIO()
-    p = Progress(lambda: 30, out=out, tty=True, poll_s=0)
-    p.add({"indexed": 8, "failed": 2})
-    p.close()
-    line = out.getvalue()
-    assert line.startswith("\r") and "done 10/40" in line and "indexed 8" in line
-    assert "/min" in line and "ETA 00:00:" in line and line.endswith("\n")
 
 
 def test_a_slow_worker_keeps_its_entries_by_touching_them(redis_client, key_prefix):
@@ -173,3 +146,15 @@ def test_a_slow_worker_keeps_its_entries_by_touching_them(redis_client, key_pref
     assert other.reclaim(10, force=True) == []
     time.sleep(0.15)  # stopped touching (it died): now it is reclaimed, as attempt 2
     assert [x.attempt for x in other.reclaim(10, force=True)] == [2]
+
+
+def test_every_key_the_stream_writes_is_under_the_prefix(redis_client, key_prefix):
+    s = _stream(redis_client, "w", max_attempts=1)
+    s.ensure_group()
+    entry = _queue(redis_client, s, _item(1))
+    s.read(10)
+    s.note_error([entry], "batch_error: boom")
+    s.redeliver([entry])  # over its attempts: dead-lettered, ledger updated
+    keys = {k.decode() for k in redis_client.scan_iter("*")}
+    expected = RedisKeys(key_prefix)
+    assert keys == {expected.stream, expected.dead, expected.ledger, expected.ledger_counts}

@@ -13,16 +13,19 @@ import subprocess
 import numpy as np
 import pytest
 
+from crawler.errors import MediaError
 from crawler.items import VideoItem
 from crawler.ledger import Ledger
 from processing.catalogue import SqliteCatalogue
 from processing.config import ProcessingConfig
-from processing.runner import Runner
+from processing.pipeline import STEPS
+from processing.runtime.progress import project_status
+from processing.runtime.runner import Runner
+from processing.runtime.stream import WorkStream, retry_failed
 from processing.stages.base import Resources, Stage
-from processing.stream import WorkStream, retry_failed
 from tests.conftest import PYTHON, ROOT, project_env
 
-HERE = "tests.test_worker"
+HERE = "tests.processing.runtime.test_runner"
 STAGES = {"frames": f"{HERE}:TinyFrames", "embed": f"{HERE}:TinyEmbed",
           "neardup": f"{HERE}:TinyNearDup", "labels": f"{HERE}:TinyLabels"}  # fmt: skip
 
@@ -32,51 +35,35 @@ class TinyFrames(Stage):
 
     name = "frames"
     resources = Resources(num_cpus=1)
-
-    @classmethod
-    def from_config(cls, cfg):
-        return cls()
+    error_code = "undecodable"
 
     def process_batch(self, works):
-        import av
-
         for w in works:
-            if w.skip:
-                continue
-            if w.item.title == "raise":  # a stage bug that escapes: the runtime must cope
+            if w.item.title == "raise":  # a bug that escapes a stage: the runtime must cope
                 raise RuntimeError("stage bug on " + w.item.url)
             if w.item.title == "crash":  # the decoder takes its process down mid-batch
                 os._exit(3)
-            try:
-                with av.open(w.item.path) as c:
-                    frames = [f.to_ndarray(format="rgb24", width=32, height=32)
-                              for _, f in zip(range(4), c.decode(video=0))]  # fmt: skip
-                if not frames:
-                    raise ValueError("no frames")
-                w.frames = np.stack(frames)
-            except Exception as exc:  # noqa: BLE001 - recorded, never raised
-                w.item.fail("frames", "undecodable", f"{type(exc).__name__}: {exc}")
-        return works
+        return super().process_batch(works)
+
+    def process_one(self, work):
+        import av
+
+        with av.open(work.item.path) as c:
+            frames = [f.to_ndarray(format="rgb24", width=32, height=32) for _, f in zip(range(4), c.decode(video=0))]
+        if not frames:
+            raise MediaError("no_frames", "no frames")
+        work.frames = np.stack(frames)
 
 
 class TinyEmbed(Stage):
     """Stand-in EmbedStage: an L2-normalised 8-bin colour histogram."""
 
     name = "embed"
-    resources = Resources(num_cpus=1)
 
-    @classmethod
-    def from_config(cls, cfg):
-        return cls()
-
-    def process_batch(self, works):
-        for w in works:
-            if w.skip:
-                continue
-            hist = np.histogram(w.frames, bins=8, range=(0, 256))[0].astype("float32")
-            w.descriptor = hist / np.linalg.norm(hist)
-            w.item.embedding_model = "tiny-histogram"
-        return works
+    def process_one(self, work):
+        hist = np.histogram(work.frames, bins=8, range=(0, 256))[0].astype("float32")
+        work.descriptor = hist / np.linalg.norm(hist)
+        work.item.embedding_model = "tiny-histogram"
 
 
 class TinyNearDup(Stage):
@@ -84,24 +71,16 @@ class TinyNearDup(Stage):
 
     name = "neardup"
 
-    @classmethod
-    def from_config(cls, cfg):
-        return cls()
-
     def setup(self):
         self.seen: dict[str, np.ndarray] = {}
 
-    def process_batch(self, works):
-        for w in works:
-            if w.skip:
-                continue
-            for vid, vec in self.seen.items():
-                if vid != w.item.video_id and float(vec @ w.descriptor) > 0.99999:
-                    w.item.status, w.item.duplicate_of, w.item.similarity = "duplicate", vid, 1.0
-                    break
-            else:
-                self.seen[w.item.video_id] = w.descriptor
-        return works
+    def process_one(self, work):
+        for vid, vec in self.seen.items():
+            if vid != work.item.video_id and float(vec @ work.descriptor) > 0.99999:
+                work.item.status, work.item.duplicate_of, work.item.similarity = "duplicate", vid, 1.0
+                return "duplicate"
+        self.seen[work.item.video_id] = work.descriptor
+        return "kept"
 
 
 class TinyLabels(Stage):
@@ -109,15 +88,8 @@ class TinyLabels(Stage):
 
     name = "labels"
 
-    @classmethod
-    def from_config(cls, cfg):
-        return cls()
-
-    def process_batch(self, works):
-        for w in works:
-            if not w.skip:
-                w.item.labels["tiny"] = {"frames": int(len(w.frames))}
-        return works
+    def process_one(self, work):
+        work.item.labels["tiny"] = {"frames": int(len(work.frames))}
 
 
 @pytest.fixture(scope="module")
@@ -132,7 +104,7 @@ def ray_session():
 def _cfg(**kw) -> ProcessingConfig:
     kw = {"num_workers": 1, "model_workers": 1, "batch_size": 3, "num_gpus": 0,
           "block_ms": 100, "claim_idle_ms": 60_000, "stages": dict(STAGES)} | kw  # fmt: skip
-    return ProcessingConfig(**kw)
+    return ProcessingConfig.from_settings(**kw)  # KEY_PREFIX and DATA_DIR: the test's own
 
 
 def _item(path, n=0, **kw) -> VideoItem:
@@ -144,10 +116,9 @@ def _item(path, n=0, **kw) -> VideoItem:
 
 
 def _queue(client, item) -> str:
-    import settings
-
-    Ledger(client).record_item(item)
-    return client.xadd(settings.STREAM_KEY, {"item": item.to_json()}).decode()
+    keys = _cfg().keys
+    Ledger(client, keys).record_item(item)
+    return client.xadd(keys.stream, {"item": item.to_json()}).decode()
 
 
 def _run(client, catalogue, **kw):
@@ -179,17 +150,23 @@ def test_work_indexes_clips_once_fails_corrupt_ones_and_retry_recovers(
     bad = cat.get(items[4].video_id)
     assert bad["status"] == "failed" and bad["errors"]["frames"].startswith("undecodable: ")
     assert cat.get(items[5].video_id)["errors"]["frames"].startswith("undecodable")
-    ledger = Ledger(redis_client)
+    ledger = Ledger(redis_client, key_prefix)
     assert ledger.counts() == {"indexed": 4, "failed": 2}
     assert ledger.get(items[4].url)["stage"] == "frames"
-    stream = WorkStream(redis_client, consumer="check")
+    stream = WorkStream.from_config(redis_client, _cfg(), consumer="check")
     assert stream.pending_count() == 0 and stream.stats()["backlog"] == 0
+    # every stage's counters came with the batches to Redis: what `status` shows
+    stages = project_status(redis_client, _cfg())["stages"]
+    assert {k: v for k, v in stages["frames"].items() if "seconds" not in k} == {
+        "ok": 4, "undecodable": 2, "videos": 6}
+    assert stages["embed"]["ok"] == stages["labels"]["ok"] == 4
+    assert (stages["neardup"]["kept"], stages["neardup"].get("duplicate", 0)) == (4, 0)
 
     # redelivery of a finished entry (e.g. a worker died after writing, before acking)
     _queue(redis_client, items[0])
     # the broken file is repaired; retry puts the failed frames items back on the stream
     shutil.copy(clips[1], corrupt)
-    assert retry_failed(redis_client, cat, stage="frames")["requeued"] == 2
+    assert retry_failed(redis_client, cat, _cfg(), stage="frames")["requeued"] == 2
     assert ledger.counts() == {"indexed": 3, "queued": 3}
 
     stats = _run(redis_client, cat)
@@ -205,7 +182,7 @@ def test_entries_of_a_killed_worker_are_reclaimed_and_indexed_once(
     items = [_item(media["gradio_a"]), _item(media["bikes"])]
     for it in items:
         _queue(redis_client, it)
-    dead = WorkStream(redis_client, consumer="worker-a", claim_idle_ms=300)
+    dead = WorkStream.from_config(redis_client, _cfg(claim_idle_ms=300), consumer="worker-a")
     dead.ensure_group()
     assert len(dead.read(10)) == 2  # worker A took both, then was killed before acking
     cat = SqliteCatalogue(data_dir / "catalogue.sqlite")
@@ -233,16 +210,16 @@ def test_a_stage_that_raises_or_a_killed_actor_sinks_only_its_own_entry(
     assert stats.by_status == {"indexed": 2} and stats.failed_batches >= 3
     assert cat.counts() == {"indexed": 2}
     assert cat.get(bomb.video_id) is None and cat.get(crash.video_id) is None
-    dead = WorkStream(redis_client).dead_entries()
+    dead = WorkStream.from_config(redis_client, _cfg()).dead_entries()
     reasons = {VideoItem.from_json(e["item"]).title if e["item"].startswith("{") else "poison":
                e["reason"] for e in dead}  # fmt: skip
     assert reasons["poison"].startswith("not_json")
     assert reasons["raise"].startswith("max_attempts: 2 deliveries failed")
     assert "RuntimeError: stage bug on http://site.test/bikes.mp4" in reasons["raise"]
     assert "actor_died" in reasons["crash"]
-    assert Ledger(redis_client).get(bomb.url)["status"] == "failed"
-    assert Ledger(redis_client).get(crash.url)["error"] == "dead_letter: max_attempts"
-    assert WorkStream(redis_client).pending_count() == 0
+    assert Ledger(redis_client, key_prefix).get(bomb.url)["status"] == "failed"
+    assert Ledger(redis_client, key_prefix).get(crash.url)["error"] == "dead_letter: max_attempts"
+    assert WorkStream.from_config(redis_client, _cfg()).pending_count() == 0
 
 
 def test_cli_work_until_empty_then_status_json(redis_url, key_prefix, data_dir, media):
@@ -266,6 +243,8 @@ def test_cli_work_until_empty_then_status_json(redis_url, key_prefix, data_dir, 
     assert (st["indexed"], st["queued"], st["in_progress"], st["backlog"]) == (2, 0, 0, 0)
     assert st["dead_lettered"] == 1 and st["catalogue"] == {"indexed": 2}
     assert st["rates_per_minute"]["last_1m"]["indexed"] >= 2
+    assert st["stages"]["frames"]["ok"] == st["stages"]["labels"]["ok"] == 2
+    assert st["stages"]["frames"]["seconds"] > 0
 
 
 def test_work_without_until_empty_waits_for_new_items_and_stops_cleanly(
@@ -290,24 +269,16 @@ def test_work_without_until_empty_waits_for_new_items_and_stops_cleanly(
     assert not thread.is_alive()
     assert cat.get(item.video_id)["status"] == "indexed"
     assert runner.stats.by_status == {"indexed": 1}
-    assert WorkStream(redis_client).pending_count() == 0
+    assert WorkStream.from_config(redis_client, _cfg()).pending_count() == 0
 
 
 def test_the_real_stages_run_end_to_end(ray_session, redis_client, key_prefix, data_dir, media):
-    """With the project's own stages (skipped until all four exist)."""
-    from processing.actors import load_stage_class
-    from processing.config import DEFAULT_STAGES
-
-    try:
-        for target in DEFAULT_STAGES.values():
-            load_stage_class(target)
-    except ValueError as exc:
-        pytest.skip(f"real stages not all present yet: {exc}")
+    """With the project's own stages, as pipeline.STEPS names them."""
     items = [_item(media["gradio_a"]), _item(media["gradio_b"])]
     for it in items:
         _queue(redis_client, it)
     cat = SqliteCatalogue(data_dir / "catalogue.sqlite")
-    stats = _run(redis_client, cat, stages=dict(DEFAULT_STAGES), data_dir=data_dir,
+    stats = _run(redis_client, cat, stages={s.name: s.stage for s in STEPS},
                  labelers=("imagenet",))  # the quickest labeler: this tests the runtime
     assert stats.done == 2
     for it in items:

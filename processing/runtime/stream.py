@@ -1,6 +1,6 @@
 """The work stream: consumer group reads, reclaim of dead consumers' entries, dead letters, retry.
 
-The crawl XADDs ``{"item": <VideoItem JSON>}`` onto ``settings.STREAM_KEY``. Workers read it
+The crawl XADDs ``{"item": <VideoItem JSON>}`` onto ``RedisKeys.stream``. Workers read it
 through one consumer group (created from id 0 with MKSTREAM, so nothing queued before the
 first worker is missed). An entry stays pending until ``ack()``, which the runner calls only
 after the entry's document is in the catalogue. Entries that a consumer left pending longer
@@ -23,9 +23,10 @@ from typing import Iterable, Iterator
 
 import redis
 
-import settings
 from crawler.items import FAILED, QUEUED, VideoItem, utcnow
+from crawler.keys import RedisKeys
 from crawler.ledger import Ledger
+from processing.config import ProcessingConfig
 
 log = logging.getLogger(__name__)
 
@@ -81,35 +82,25 @@ def parse_entry(entry_id, fields: dict | None, attempt: int = 1) -> Delivery:
 class WorkStream:
     """A worker's handle on the stream: read, reclaim, ack, dead-letter, counts."""
 
-    def __init__(
-        self,
-        client: redis.Redis,
-        *,
-        stream_key: str | None = None,
-        group: str | None = None,
-        dead_key: str | None = None,
-        consumer: str | None = None,
-        max_attempts: int | None = None,
-        claim_idle_ms: int | None = None,
-    ):
-        self.client = client
-        self.key = stream_key or settings.STREAM_KEY
-        self.group = group or settings.STREAM_GROUP
-        self.dead_key = dead_key or settings.STREAM_DEAD_KEY
-        self.errors_key = f"{self.key}:errors"  # entry id -> last error of a failed delivery
-        self.consumer = consumer or consumer_name()
-        self.max_attempts = max_attempts or settings.PROCESSING_MAX_ATTEMPTS
-        self.claim_idle_ms = claim_idle_ms or settings.PROCESSING_CLAIM_IDLE_MS
-        if self.max_attempts < 1 or self.claim_idle_ms < 1:
+    def __init__(self, client: redis.Redis, keys: RedisKeys, *, max_attempts: int, claim_idle_ms: int,
+                 consumer: str | None = None):  # fmt: skip
+        if max_attempts < 1 or claim_idle_ms < 1:
             raise ValueError("max_attempts and claim_idle_ms must be positive integers")
+        self.client = client
+        self.keys = keys
+        self.key, self.group, self.dead_key = keys.stream, keys.group, keys.dead
+        self.errors_key = keys.stream_errors  # entry id -> last error of a failed delivery
+        self.consumer = consumer or consumer_name()
+        self.max_attempts = max_attempts
+        self.claim_idle_ms = claim_idle_ms
+        self.ledger = Ledger(client, keys)
         self._claim_cursor = "0-0"
         self._last_claim = 0.0
 
     @classmethod
-    def from_config(cls, client: redis.Redis, cfg, consumer: str | None = None) -> WorkStream:
-        return cls(client, stream_key=cfg.stream_key, group=cfg.group, dead_key=cfg.dead_key,
-                   consumer=consumer, max_attempts=cfg.max_attempts,
-                   claim_idle_ms=cfg.claim_idle_ms)  # fmt: skip
+    def from_config(cls, client: redis.Redis, cfg: ProcessingConfig, consumer: str | None = None) -> WorkStream:
+        return cls(client, cfg.keys, max_attempts=cfg.max_attempts, claim_idle_ms=cfg.claim_idle_ms,
+                   consumer=consumer)  # fmt: skip
 
     # -- group ----------------------------------------------------------------------------
     def ensure_group(self) -> None:
@@ -242,9 +233,8 @@ class WorkStream:
         if d.item is not None:  # the URL's final state: failed at the stream, retryable
             code = reason.split(":", 1)[0]
             d.item.fail("stream", "dead_letter", reason)
-            Ledger(self.client).record(d.item.url, FAILED, video_id=d.item.video_id,
-                                       stage="stream", error=f"dead_letter: {code}",
-                                       source=d.item.source)  # fmt: skip
+            self.ledger.record(d.item.url, FAILED, video_id=d.item.video_id, stage="stream",
+                               error=f"dead_letter: {code}", source=d.item.source)  # fmt: skip
 
     # -- counts ---------------------------------------------------------------------------
     def pending_count(self) -> int:
@@ -304,18 +294,18 @@ def iter_failed_docs(catalogue, page: int = 500) -> Iterator[dict]:
     return iter(docs)
 
 
-def requeue(client: redis.Redis, item: VideoItem, stream_key: str | None = None) -> str:
+def requeue(client: redis.Redis, cfg: ProcessingConfig, item: VideoItem) -> str:
     """Put one item on the work stream and record it queued; returns the entry id."""
     item.status = QUEUED
     item.duplicate_of, item.similarity = None, None
-    entry_id = client.xadd(stream_key or settings.STREAM_KEY, {"item": item.to_json()},
-                           maxlen=settings.STREAM_MAXLEN, approximate=True)  # fmt: skip
-    Ledger(client).record_item(item)
+    entry_id = client.xadd(cfg.keys.stream, {"item": item.to_json()}, maxlen=cfg.stream_maxlen,
+                           approximate=True)  # fmt: skip
+    Ledger(client, cfg.keys).record_item(item)
     return _text(entry_id)
 
 
-def retry_failed(client: redis.Redis, catalogue, stage: str | None = None,
-                 dead: bool = False, cfg=None) -> dict[str, int]:  # fmt: skip
+def retry_failed(client: redis.Redis, catalogue, cfg: ProcessingConfig, stage: str | None = None,
+                 dead: bool = False) -> dict[str, int]:  # fmt: skip
     """Put failed items back on the stream; returns counts ``{"requeued", "skipped", "dead"}``.
 
     Failed catalogue documents (only those whose ``errors`` name ``stage`` when it is given)
@@ -324,8 +314,6 @@ def retry_failed(client: redis.Redis, catalogue, stage: str | None = None,
     ``dead``, every dead-lettered entry that holds a valid item is requeued too (whatever
     ``stage``) and removed from the dead-letter stream; poison entries stay there.
     """
-    stream_key = cfg.stream_key if cfg else settings.STREAM_KEY
-    dead_key = cfg.dead_key if cfg else settings.STREAM_DEAD_KEY
     counts = {"requeued": 0, "skipped": 0, "dead": 0}
     updated = []
     for doc in iter_failed_docs(catalogue):
@@ -335,18 +323,19 @@ def retry_failed(client: redis.Redis, catalogue, stage: str | None = None,
             continue
         item = VideoItem.from_dict(doc)
         item.errors = {k: v for k, v in errors.items() if stage and k != stage}
-        requeue(client, item, stream_key)
+        requeue(client, cfg, item)
         updated.append(doc | {"status": QUEUED, "errors": item.errors})
         counts["requeued"] += 1
     catalogue.upsert(updated)
     if dead:
+        dead_key = cfg.keys.dead
         for entry_id, fields in client.xrange(dead_key):
             d = parse_entry(entry_id, fields)
             if d.item is None or not d.item.video_id:
                 continue  # poison stays where it is, with its reason
             d.item.errors = {k: v for k, v in d.item.errors.items()
                              if k != "stream" and (stage is None or k != stage)}  # fmt: skip
-            requeue(client, d.item, stream_key)
+            requeue(client, cfg, d.item)
             client.xdel(dead_key, entry_id)
             counts["dead"] += 1
     return counts

@@ -1,9 +1,10 @@
 """Progress of a work run (\\r line on a terminal, log lines otherwise) and project-wide status.
 
 ``RateBook`` keeps per-minute counters of processing outcomes in Redis, written by every
-worker, so ``status`` can give rates for the whole project. ``project_status`` gathers the
-ledger's counts (crawl and processing outcomes), the stream's in-progress / backlog /
-dead-letter figures and those rates into one dict.
+worker, so ``status`` can give rates for the whole project. ``StageTotals`` adds up the
+counters every batch brings from the stages (outcomes, videos, seconds per stage).
+``project_status`` gathers the ledger's counts (crawl and processing outcomes), the stream's
+in-progress / backlog / dead-letter figures, those rates and the stage totals into one dict.
 """
 
 from __future__ import annotations
@@ -15,28 +16,35 @@ from typing import Callable, TextIO
 
 import redis
 
-import settings
+from crawler.keys import RedisKeys
 from crawler.ledger import Ledger
+from processing.config import ProcessingConfig
+from processing.pipeline import STEP_NAMES
+from processing.runtime.stream import WorkStream
 
 log = logging.getLogger(__name__)
 
 RATE_WINDOWS = (1, 5, 60)  # minutes
 
 
+def _text(value) -> str:
+    return value.decode() if isinstance(value, bytes) else value
+
+
 class RateBook:
-    """Per-minute outcome counters in Redis: ``<prefix>:processing:minute:<epoch-min>``."""
+    """Per-minute outcome counters in Redis (``RedisKeys.rate_minute``), for the rates of ``status``."""
 
     TTL_S = 2 * 3600
 
-    def __init__(self, client: redis.Redis, prefix: str | None = None):
+    def __init__(self, client: redis.Redis, keys: RedisKeys):
         self.client = client
-        self.base = f"{prefix or settings.KEY_PREFIX}:processing:minute"
+        self.keys = keys
 
     def add(self, counts: dict[str, int], now: float | None = None) -> None:
         counts = {k: v for k, v in counts.items() if v}
         if not counts:
             return
-        key = f"{self.base}:{int((now or time.time()) // 60)}"
+        key = self.keys.rate_minute(int((now or time.time()) // 60))
         pipe = self.client.pipeline()
         for status, n in counts.items():
             pipe.hincrby(key, status, n)
@@ -48,25 +56,54 @@ class RateBook:
         current = int((now or time.time()) // 60)
         pipe = self.client.pipeline()
         for m in range(current - minutes, current + 1):
-            pipe.hgetall(f"{self.base}:{m}")
+            pipe.hgetall(self.keys.rate_minute(m))
         totals: dict[str, int] = {}
         for row in pipe.execute():
             for k, v in row.items():
-                k = k.decode() if isinstance(k, bytes) else k
-                totals[k] = totals.get(k, 0) + int(v)
+                totals[_text(k)] = totals.get(_text(k), 0) + int(v)
         return {k: round(v / minutes, 2) for k, v in sorted(totals.items())}
 
 
-def project_status(client: redis.Redis, cfg=None, catalogue=None) -> dict:
-    """Counts for the whole project: ledger states, stream figures, rates, catalogue counts."""
-    from processing.stream import WorkStream
+class StageTotals:
+    """Every stage's counters over the whole project, in one Redis hash (``RedisKeys.stage_stats``).
 
-    stream = WorkStream(client, stream_key=cfg.stream_key if cfg else None,
-                        group=cfg.group if cfg else None,
-                        dead_key=cfg.dead_key if cfg else None, consumer="status")  # fmt: skip
+    Fields are ``<stage>:<counter>``: outcome counts (``frames:ok``, ``neardup:duplicate``...),
+    ``<stage>:videos`` and ``<stage>:seconds``, added by the writer from each written batch.
+    """
+
+    def __init__(self, client: redis.Redis, keys: RedisKeys):
+        self.client = client
+        self.key = keys.stage_stats
+
+    def add(self, stats: dict[str, dict[str, float]]) -> None:
+        pipe = self.client.pipeline()
+        for stage, counters in stats.items():
+            for name, value in counters.items():
+                if name == "seconds":
+                    pipe.hincrbyfloat(self.key, f"{stage}:{name}", float(value))
+                elif value:
+                    pipe.hincrby(self.key, f"{stage}:{name}", int(value))
+        pipe.execute()
+
+    def totals(self) -> dict[str, dict[str, float]]:
+        """Stage -> counters, the pipeline's stages first in their order, with seconds per video."""
+        out: dict[str, dict[str, float]] = {}
+        for field, value in self.client.hgetall(self.key).items():
+            stage, _, name = _text(field).partition(":")
+            out.setdefault(stage, {})[name] = round(float(value), 3) if name == "seconds" else int(value)
+        for counters in out.values():
+            if counters.get("videos"):
+                counters["seconds_per_video"] = round(counters.get("seconds", 0.0) / counters["videos"], 4)
+        order = {name: i for i, name in enumerate(STEP_NAMES)}
+        return dict(sorted(out.items(), key=lambda kv: (order.get(kv[0], len(order)), kv[0])))
+
+
+def project_status(client: redis.Redis, cfg: ProcessingConfig, catalogue=None) -> dict:
+    """Counts for the whole project: ledger states, stream figures, rates, stages, catalogue."""
+    stream = WorkStream.from_config(client, cfg, consumer="status")
     s = stream.stats()
-    counts = Ledger(client).counts()
-    book = RateBook(client)
+    counts = Ledger(client, cfg.keys).counts()
+    book = RateBook(client, cfg.keys)
     out = {
         "states": {k: counts.get(k, 0) for k in
                    ("new", "queued", "indexed", "duplicate", "rejected", "failed")},  # fmt: skip
@@ -81,6 +118,7 @@ def project_status(client: redis.Redis, cfg=None, catalogue=None) -> dict:
         "stream": {"key": stream.key, "group": stream.group, "length": s["length"],
                    "consumers": s["consumers"]},  # fmt: skip
         "rates_per_minute": {f"last_{m}m": book.per_minute(m) for m in RATE_WINDOWS},
+        "stages": StageTotals(client, cfg.keys).totals(),
     }
     if catalogue is not None:
         try:
@@ -106,10 +144,22 @@ def format_status(st: dict) -> str:
     for window, rates in st["rates_per_minute"].items():
         shown = ", ".join(f"{k} {v:g}/min" for k, v in rates.items()) or "-"
         lines.append(f"rate {window:<8} {shown}")
+    for stage, counters in st.get("stages", {}).items():
+        lines.append(f"stage {stage:<7} {_stage_line(counters)}")
     if "catalogue" in st:
         shown = ", ".join(f"{k} {v}" for k, v in sorted(st["catalogue"].items())) or "empty"
         lines.append(f"catalogue     {shown}")
     return "\n".join(lines)
+
+
+def _stage_line(counters: dict) -> str:
+    """``12 videos in 3.2 s (0.27 s/video): ok 11, undecodable 1``."""
+    timing = {"videos", "seconds", "seconds_per_video"}
+    shown = ", ".join(f"{k} {v}" for k, v in sorted(counters.items()) if k not in timing) or "-"
+    if not counters.get("videos"):
+        return shown
+    return (f"{counters['videos']} videos in {counters.get('seconds', 0):g} s "
+            f"({counters.get('seconds_per_video', 0):g} s/video): {shown}")  # fmt: skip
 
 
 class Progress:

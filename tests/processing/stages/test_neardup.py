@@ -6,15 +6,13 @@ import copy
 import json
 import subprocess
 
-import numpy as np
 import pytest
 
 from crawler.items import VideoItem
 from pipelines.media import hamming, phash
-from processing.stages.base import Work
-from processing.stages.embed import EmbedStage
-from processing.stages.frames import FramesStage
-from processing.stages.neardup import FrameIndex, NearDupStage
+from processing.stages.neardup import NearDupStage
+from processing.vision.frame_index import FrameIndex
+from processing.work import Demotion, Work
 
 # name -> (source clip, ffmpeg output options)
 COPIES = {
@@ -45,7 +43,7 @@ def probe_item(path, video_id: str) -> VideoItem:
 
 
 @pytest.fixture(scope="module")
-def embedded(media, tmp_path_factory):
+def embedded(media, tmp_path_factory, frames_stage, embed_stage):
     """video name -> a Work with frames and embeddings (originals and their copies), made once."""
     folder = tmp_path_factory.mktemp("copies")
     paths = {name: media[name] for name in ("bigbuckbunny", "bikes", "carphone_pristine", "gradio_a", "gradio_world")}
@@ -54,12 +52,9 @@ def embedded(media, tmp_path_factory):
         target = folder / f"{name}.{ext}"
         subprocess.run(["ffmpeg", "-v", "error", "-y", "-i", str(media[src]), *opts, str(target)], check=True)
         paths[name] = target
-    frames, embed = FramesStage(frames_per_video=8), EmbedStage(precision="auto")
-    frames.setup()
-    embed.setup()
     works = {name: Work(probe_item(path, name)) for name, path in paths.items()}
-    frames.process_batch(list(works.values()))
-    embed.process_batch(list(works.values()))
+    frames_stage.process_batch(list(works.values()))
+    embed_stage.process_batch(list(works.values()))
     assert all(not w.item.decided for w in works.values()), {n: w.item.errors for n, w in works.items()}
     return works
 
@@ -77,9 +72,15 @@ def run(stage: NearDupStage, works: list[Work]) -> list[Work]:
     return stage.process_batch(works)
 
 
-def test_copies_are_found_and_different_clips_are_not(embedded, tmp_path):
-    stage = NearDupStage(index_dir=tmp_path / "index")
+def neardup(cfg, folder, **overrides) -> NearDupStage:
+    """The stage as the workers build it (thresholds from settings), its index in ``folder``."""
+    stage = NearDupStage.from_config(cfg, index_dir=folder, **overrides)
     stage.setup()
+    return stage
+
+
+def test_copies_are_found_and_different_clips_are_not(embedded, tmp_path, stage_cfg):
+    stage = neardup(stage_cfg, tmp_path / "index")
     # as the workers get them: with the crawl's perceptual hash (grayscale copies are caught
     # by it; the colour frame embeddings alone miss bunny_gray12)
     originals = fresh(embedded, "bigbuckbunny", "bikes", "carphone_pristine", "gradio_a", "gradio_world", hashed=True)
@@ -98,186 +99,139 @@ def test_copies_are_found_and_different_clips_are_not(embedded, tmp_path):
             assert min(stage.frame_threshold, 1 - stage.phash_max_distance / 64) <= sim <= 1.0
         else:  # the copy was judged better (pillarbox bars do not count): the original is demoted
             work = next(w for w in copies if w.item.video_id == name)
-            assert work.updates and work.updates[0]["video_id"] == original, found
-    assert stage.counts["kept"] == 5
+            assert work.updates and work.updates[0].video_id == original, found
+    assert stage.stats.counts["kept"] == 5
 
 
-def test_better_copy_becomes_canonical(embedded, tmp_path):
-    stage = NearDupStage(index_dir=tmp_path / "index")
-    stage.setup()
+def test_better_copy_becomes_canonical(embedded, tmp_path, stage_cfg):
+    stage = neardup(stage_cfg, tmp_path / "index")
     half, original = fresh(embedded, "bunny_half", "bigbuckbunny")
     run(stage, [half])
     assert half.item.status == "new"
     run(stage, [original])  # full resolution arrives later: it wins, the half-size copy is demoted
     assert original.item.status == "new"
-    assert original.updates == [
-        {"video_id": "bunny_half", "status": "duplicate", "duplicate_of": "bigbuckbunny",
-         "similarity": original.updates[0]["similarity"]}
-    ]
-    index = stage.indexes[embedded["bigbuckbunny"].extras["dedup_model"]]
+    assert original.updates == [Demotion("bunny_half", "bigbuckbunny", original.updates[0].similarity)]
+    index = stage.indexes[embedded["bigbuckbunny"].dedup_model]
     assert len(index) == 1  # the demoted copy left the index
     crf = fresh(embedded, "bunny_crf35")[0]
     run(stage, [crf])
     assert (crf.item.status, crf.item.duplicate_of) == ("duplicate", "bigbuckbunny")
 
 
-def test_copies_inside_one_batch_and_redelivery(embedded, tmp_path):
-    stage = NearDupStage(index_dir=tmp_path / "index")
-    stage.setup()
+def test_copies_inside_one_batch_and_redelivery(embedded, tmp_path, stage_cfg):
+    stage = neardup(stage_cfg, tmp_path / "index")
     works = fresh(embedded, "bikes", "bikes_crop80", "gradio_a")
     run(stage, works)
     assert [w.item.status for w in works] == ["new", "duplicate", "new"]
     again = fresh(embedded, "bikes")[0]  # the same video redelivered by the stream
     run(stage, [again])
-    assert again.item.status == "new" and stage.counts["already_indexed"] == 1
+    assert again.item.status == "new" and stage.stats.counts["already_indexed"] == 1
 
 
-def test_index_persists_and_reloads(embedded, tmp_path):
-    stage = NearDupStage(index_dir=tmp_path / "index", flush_seconds=3600)
-    stage.setup()
+def test_index_persists_and_reloads(embedded, tmp_path, stage_cfg):
+    stage = neardup(stage_cfg, tmp_path / "index", flush_seconds=3600)
     run(stage, fresh(embedded, "bigbuckbunny", "gradio_world"))
     stage.teardown()
-    model = embedded["bigbuckbunny"].extras["dedup_model"]
+    model = embedded["bigbuckbunny"].dedup_model
     folder = stage.folder(model)
     assert (folder / FrameIndex.FILE).exists() and (folder / FrameIndex.META).exists()
-    reloaded = NearDupStage(index_dir=tmp_path / "index")
-    reloaded.setup()
+    reloaded = neardup(stage_cfg, tmp_path / "index")
     cut = fresh(embedded, "world_cut20")[0]
     run(reloaded, [cut])
     assert (cut.item.status, cut.item.duplicate_of) == ("duplicate", "gradio_world")
     assert len(reloaded.indexes[model]) == 2
 
 
-def test_models_are_never_mixed(embedded, tmp_path):
-    stage = NearDupStage(index_dir=tmp_path / "index")
-    stage.setup()
+def test_models_are_never_mixed(embedded, tmp_path, stage_cfg):
+    stage = neardup(stage_cfg, tmp_path / "index")
     original, copy_ = fresh(embedded, "bigbuckbunny", "bunny_crf35")
     run(stage, [original])
-    copy_.extras["dedup_model"] = "another-model"  # same vectors, but claimed by another model
+    copy_.dedup_model = "another-model"  # same vectors, but claimed by another model
     run(stage, [copy_])
     assert copy_.item.status == "new"
-    assert stage.folder("another-model") != stage.folder(original.extras["dedup_model"])
+    assert stage.folder("another-model") != stage.folder(original.dedup_model)
 
 
-def test_work_without_embeddings_fails_with_reason(tmp_path):
-    stage = NearDupStage(index_dir=tmp_path / "index")
+def test_work_without_embeddings_fails_with_reason(tmp_path, stage_cfg):
+    stage = neardup(stage_cfg, tmp_path / "index")
     work = Work(VideoItem(url="u", source="t", video_id="x"))
     stage.process_batch([work])
     assert work.item.status == "failed" and work.item.errors["neardup"].startswith("no_embeddings")
 
 
-def test_frame_index_switches_to_hnsw_and_tombstones(tmp_path):
-    rng = np.random.default_rng(0)
-    vecs = rng.standard_normal((300, 64)).astype(np.float32)
-    vecs /= np.linalg.norm(vecs, axis=1, keepdims=True)
-    index = FrameIndex(64, approx_threshold=100)
-    for v in range(30):
-        index.add(f"v{v}", vecs[v * 10 : (v + 1) * 10])
-    assert index.approximate and index.ntotal == 300
-    sims, rows = index.search(vecs[:20], k=10)
-    recall = np.mean([r in row for r, row in zip(range(20), rows)])
-    assert recall >= 0.95 and sims[0, 0] == pytest.approx(1.0, abs=1e-4)
-    index.remove("v0")
-    assert 0 not in index.best_per_video(vecs[:10])
-    index.save(tmp_path / "idx")
-    back = FrameIndex.load(tmp_path / "idx", 64, approx_threshold=100)
-    assert len(back) == 29 and back.approximate
-
-
-def test_config_is_checked(tmp_path):
+def test_config_is_checked(tmp_path, stage_cfg):
     with pytest.raises(ValueError, match="frame_threshold"):
-        NearDupStage(index_dir=tmp_path, frame_threshold=1.5)
+        NearDupStage.from_config(stage_cfg, frame_threshold=1.5)
     with pytest.raises(ValueError, match="min_match"):
-        NearDupStage(index_dir=tmp_path, min_match=0)
-    with pytest.raises(ValueError, match="dim"):
-        FrameIndex(0)
+        NearDupStage.from_config(stage_cfg, min_match=0)
+    with pytest.raises(ValueError, match="phash_max_distance"):
+        NearDupStage.from_config(stage_cfg, phash_max_distance=65)
 
 
-def test_heavy_reencode_missed_by_frames_is_found_by_phash(embedded, tmp_path):
+def test_heavy_reencode_missed_by_frames_is_found_by_phash(embedded, tmp_path, stage_cfg):
     originals = ("bigbuckbunny", "bikes", "carphone_pristine", "gradio_a", "gradio_world")
-    frames_only = NearDupStage(index_dir=tmp_path / "frames-only", phash_max_distance=-1)
-    frames_only.setup()
+    frames_only = neardup(stage_cfg, tmp_path / "frames-only", phash_max_distance=-1)
     run(frames_only, fresh(embedded, *originals, hashed=True))
     missed = fresh(embedded, "bunny_crf45", hashed=True)[0]
     run(frames_only, [missed])
     assert missed.item.status == "new"  # the frame embeddings drift too far at CRF 45
 
-    stage = NearDupStage(index_dir=tmp_path / "index")  # the default: phash layer on
-    stage.setup()
+    stage = neardup(stage_cfg, tmp_path / "index")  # the default: phash layer on
     kept = fresh(embedded, *originals, hashed=True)
     run(stage, kept)
     assert [w.item.status for w in kept] == ["new"] * 5  # different clips are not matched by hash
-    assert "match_phash" not in stage.counts
+    assert "match_phash" not in stage.stats.counts
     crf = fresh(embedded, "bunny_crf45", hashed=True)[0]
     run(stage, [crf])
     assert (crf.item.status, crf.item.duplicate_of) == ("duplicate", "bigbuckbunny")
     distance = hamming(crf.item.phash, kept[0].item.phash)
     assert distance <= stage.phash_max_distance
     assert crf.item.similarity == pytest.approx(1 - distance / 64, abs=1e-4)
-    assert stage.counts["match_phash"] == 1
+    assert stage.stats.counts["match_phash"] == 1
     again = fresh(embedded, "bigbuckbunny", hashed=True)[0]  # redelivered: not a copy of itself
     run(stage, [again])
-    assert again.item.status == "new" and stage.counts["already_indexed"] == 1
+    assert again.item.status == "new" and stage.stats.counts["already_indexed"] == 1
 
 
-def test_a_hash_collision_with_a_different_clip_is_not_a_duplicate(embedded, tmp_path):
-    stage = NearDupStage(index_dir=tmp_path / "index")
-    stage.setup()
+def test_a_hash_collision_with_a_different_clip_is_not_a_duplicate(embedded, tmp_path, stage_cfg):
+    stage = neardup(stage_cfg, tmp_path / "index")
     kept = fresh(embedded, "bigbuckbunny", hashed=True)[0]
     run(stage, [kept])
     other = fresh(embedded, "bikes", hashed=True)[0]
     other.item.phash = kept.item.phash  # a collision, as random 64-bit hashes give at scale
     run(stage, [other])
     assert other.item.status == "new" and other.item.duplicate_of is None
-    assert stage.counts["phash_unconfirmed"] == 1 and "match_phash" not in stage.counts
+    assert stage.stats.counts["phash_unconfirmed"] == 1 and "match_phash" not in stage.stats.counts
 
 
-def test_item_without_phash_skips_the_layer(embedded, tmp_path):
-    stage = NearDupStage(index_dir=tmp_path / "index")
-    stage.setup()
+def test_item_without_phash_skips_the_layer(embedded, tmp_path, stage_cfg):
+    stage = neardup(stage_cfg, tmp_path / "index")
     run(stage, fresh(embedded, "bigbuckbunny", hashed=True))
     crf = fresh(embedded, "bunny_crf45")[0]  # no phash on the item (None)
     run(stage, [crf])
-    assert crf.item.status == "new" and "match_phash" not in stage.counts
+    assert crf.item.status == "new" and "match_phash" not in stage.stats.counts
     bad = fresh(embedded, "bunny_crf45")[0]
     bad.item.video_id, bad.item.phash = "bad", "not-a-hash"
     run(stage, [bad])
-    assert bad.item.status != "failed" and stage.counts["bad_phash"] == 1
+    assert bad.item.status != "failed" and stage.stats.counts["bad_phash"] == 1
 
 
-def test_phashes_persist_reload_and_leave_with_demoted_videos(embedded, tmp_path):
-    stage = NearDupStage(index_dir=tmp_path / "index", flush_seconds=3600)
-    stage.setup()
+def test_phashes_persist_reload_and_leave_with_demoted_videos(embedded, tmp_path, stage_cfg):
+    stage = neardup(stage_cfg, tmp_path / "index", flush_seconds=3600)
     half, original, world = fresh(embedded, "bunny_half", "bigbuckbunny", "gradio_world", hashed=True)
     run(stage, [half])
     run(stage, [original, world])  # full size wins: the half-size copy is demoted
-    assert original.updates and original.updates[0]["video_id"] == "bunny_half"
+    assert original.updates and original.updates[0].video_id == "bunny_half"
     stage.teardown()
-    model = embedded["gradio_world"].extras["dedup_model"]
+    model = embedded["gradio_world"].dedup_model
     meta = json.loads((stage.folder(model) / FrameIndex.META).read_text())
     hashes = {v["video_id"]: v.get("phash") for v in meta["videos"]}
     assert hashes == {"bunny_half": None, "bigbuckbunny": original.item.phash, "gradio_world": world.item.phash}
 
-    reloaded = NearDupStage(index_dir=tmp_path / "index", frame_threshold=0.999)  # frames alone match nothing
-    reloaded.setup()
+    reloaded = neardup(stage_cfg, tmp_path / "index", frame_threshold=0.999)  # frames alone match nothing
     crf, half_again = fresh(embedded, "bunny_crf45", "bunny_half", hashed=True)
     half_again.item.video_id = "bunny_half_2"
     run(reloaded, [crf, half_again])
     assert (crf.item.status, crf.item.duplicate_of) == ("duplicate", "bigbuckbunny")
     assert (half_again.item.status, half_again.item.duplicate_of) == ("duplicate", "bigbuckbunny")
-    assert reloaded.counts["match_phash"] == 2
-
-
-def test_hash_lookup_is_exact_over_many_videos():
-    rng = np.random.default_rng(1)
-    index = FrameIndex(4)
-    values = rng.integers(0, 2**63, size=20_000, dtype=np.int64).astype(np.uint64) * np.uint64(2) + np.uint64(1)
-    index.videos = [{"video_id": f"v{i}", "alive": True} for i in range(len(values))]
-    index.by_id = {v["video_id"]: i for i, v in enumerate(index.videos)}
-    for i, value in enumerate(values):
-        index._set_hash(i, f"{int(value):016x}")
-    target = int(values[12_345]) ^ 0b1011  # 3 bits away from one kept video
-    assert index.nearest_hash(f"{target:016x}", 10) == (12_345, 3)
-    index.remove("v12345")
-    assert index.nearest_hash(f"{target:016x}", 10) is None  # a removed video's hash leaves the index
-    assert index.nearest_hash(None, 10) is None and index.nearest_hash("zz", 10) is None
+    assert reloaded.stats.counts["match_phash"] == 2

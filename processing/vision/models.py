@@ -98,6 +98,12 @@ def resolve_model_path(spec: str) -> str:
     return str(path.resolve()) if path.exists() else spec
 
 
+def load_pretrained(model_class, processor_class, spec: str, device: str):
+    """(model in eval mode on ``device``, its processor) of a transformers checkpoint."""
+    path = resolve_model_path(spec)
+    return model_class.from_pretrained(path).eval().to(device), processor_class.from_pretrained(path)
+
+
 # -- image embedders ----------------------------------------------------------------------
 
 
@@ -250,11 +256,9 @@ class Clip:
     def __init__(self, spec: str, device: str = "cpu"):
         from transformers import CLIPModel, CLIPProcessor
 
-        path = resolve_model_path(spec)
         self.spec = spec
         self.device = device
-        self.model = CLIPModel.from_pretrained(path).eval().to(device)
-        self.processor = CLIPProcessor.from_pretrained(path)
+        self.model, self.processor = load_pretrained(CLIPModel, CLIPProcessor, spec, device)
         self.dim = int(self.model.config.projection_dim)
 
     @staticmethod
@@ -302,12 +306,10 @@ class Captioner:
     def __init__(self, spec: str, device: str = "cpu", max_new_tokens: int = 30):
         from transformers import BlipForConditionalGeneration, BlipProcessor
 
-        path = resolve_model_path(spec)
         self.spec = spec
         self.device = device
         self.max_new_tokens = max_new_tokens
-        self.model = BlipForConditionalGeneration.from_pretrained(path).eval().to(device)
-        self.processor = BlipProcessor.from_pretrained(path)
+        self.model, self.processor = load_pretrained(BlipForConditionalGeneration, BlipProcessor, spec, device)
 
     def __call__(self, frames: np.ndarray) -> list[str]:
         import torch
@@ -331,12 +333,11 @@ class Transcriber:
     def __init__(self, spec: str, device: str = "cpu", max_new_tokens: int = 128):
         from transformers import WhisperForConditionalGeneration, WhisperProcessor
 
-        path = resolve_model_path(spec)
         self.spec = spec
         self.device = device
         self.max_new_tokens = max_new_tokens
-        self.model = WhisperForConditionalGeneration.from_pretrained(path).eval().to(device)
-        self.processor = WhisperProcessor.from_pretrained(path)
+        self.model, self.processor = load_pretrained(WhisperForConditionalGeneration, WhisperProcessor, spec,
+                                                     device)  # fmt: skip
 
     def __call__(self, audio: np.ndarray, sampling_rate: int = 16000) -> str:
         import torch

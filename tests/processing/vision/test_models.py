@@ -6,13 +6,13 @@ import numpy as np
 import pytest
 
 from crawler.items import VideoItem
-from processing import models
 from processing.config import ProcessingConfig
-from processing.stages.base import Work
 from processing.stages.embed import EmbedStage
 from processing.stages.frames import FramesStage
 from processing.stages.labels import LabelsStage
-from tests.models import make_tiny_blip, make_tiny_clip, make_tiny_whisper
+from processing.vision import models
+from processing.work import Work
+from tests.processing.vision.tiny_models import make_tiny_blip, make_tiny_clip, make_tiny_whisper
 
 
 @pytest.fixture(scope="module")
@@ -33,7 +33,7 @@ def world(media):
     stage.setup()
     work = Work(VideoItem(url="u", source="t", path=str(media["gradio_world"]), video_id="world"))
     stage.process_batch([work])
-    assert "audio" in work.extras
+    assert work.audio is not None
     return work
 
 
@@ -59,12 +59,12 @@ def test_precision_and_device_choice():
 
 def test_tiny_clip_as_embedding_model_and_zero_shot_tags(tiny, world):
     work = Work(VideoItem(url="u", source="t", video_id="w"), frames=world.frames.copy())
-    embed = EmbedStage(model=f"clip:{tiny['clip']}", precision="fp32")
+    embed = EmbedStage(model=f"clip:{tiny['clip']}", precision="fp32", device="cpu")
     embed.process_batch([work])
     assert work.item.status == "new", work.item.errors
     assert work.embeddings.shape == (4, 32)
     assert np.allclose(np.linalg.norm(work.embeddings, axis=1), 1.0, atol=1e-4)
-    assert work.item.embedding_model == f"clip:{tiny['clip']}" and "logits" not in work.extras
+    assert work.item.embedding_model == f"clip:{tiny['clip']}" and work.logits is None
     labels = LabelsStage(
         labelers=["clip_tags", "imagenet"],
         options={"clip_tags": {"model": tiny["clip"], "vocabulary": ["a globe", "a cat", "a car"], "top_k": 2}},
@@ -91,13 +91,16 @@ def test_tiny_blip_captions_and_tiny_whisper_transcribes(tiny, world):
     assert "labels.caption" not in world.item.errors and "labels.transcript" not in world.item.errors
 
 
-def test_from_config_builds_stages(tmp_path, tiny, monkeypatch):
-    cfg = ProcessingConfig(data_dir=tmp_path, num_gpus=0)
-    cfg.labelers = ("imagenet", "clip_tags")
-    cfg.clip_model = tiny["clip"]
+def test_from_config_builds_stages_from_the_settings(tmp_path, tiny, monkeypatch):
+    import settings
+
+    monkeypatch.setattr(settings, "LABELERS", "imagenet, clip_tags")
+    monkeypatch.setattr(settings, "CLIP_MODEL", tiny["clip"])
+    cfg = ProcessingConfig.from_settings(data_dir=tmp_path, num_gpus=0)
     stage = LabelsStage.from_config(cfg)
     assert [lab.name for lab in stage.labelers] == ["imagenet", "clip_tags"]
+    assert stage.labelers[1].model == f"clip:{tiny['clip']}"
     assert EmbedStage.from_config(cfg).model_spec == "efficientnet-lite0"
-    cfg.clip_model = ""
+    monkeypatch.setattr(settings, "CLIP_MODEL", "")
     with pytest.raises(ValueError, match="needs a CLIP model"):
-        LabelsStage.from_config(cfg)
+        LabelsStage.from_config(ProcessingConfig.from_settings(data_dir=tmp_path, num_gpus=0))

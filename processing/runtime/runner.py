@@ -2,9 +2,10 @@
 
 One driver process reads batches from the stream (only while fewer than ``max_inflight``
 batches are in flight: back-pressure whatever the stream's length), moves each batch
-through frames (decode pool) -> embed (model pool) -> neardup (the one neardup actor) ->
-labels (model pool), handing Ray object refs from step to step so decoded frames stay in
-Ray's object store, then writes the documents, records the ledger and XACKs. The driver
+through the steps of processing/pipeline.py (frames on the decode pool -> embed on the
+model pool -> neardup on the one neardup actor -> labels on the model pool), handing Ray
+object refs from step to step so decoded frames stay in Ray's object store, then writes the
+documents and the stages' counters, records the ledger and XACKs. The driver
 waits on refs without fetching them, so a model actor is handed the next decoded batch as
 soon as it is free; it never waits for a decode it does not need.
 
@@ -31,21 +32,24 @@ import ray
 import redis
 
 from crawler.connection import get_redis
-from processing.actors import STEPS, Pool, start_pools, stop_pools
 from processing.catalogue import open_catalogue
-from processing.progress import Progress
-from processing.stages.base import Work
-from processing.stream import Delivery, WorkStream
-from processing.writer import CatalogueWriter
+from processing.config import ProcessingConfig
+from processing.pipeline import STEPS
+from processing.runtime.metrics import WorkerMetrics
+from processing.runtime.pools import Pool, start_pools, stop_pools
+from processing.runtime.progress import Progress
+from processing.runtime.stream import Delivery, WorkStream
+from processing.runtime.writer import CatalogueWriter
+from processing.work import Work, WorkBatch
 
 log = logging.getLogger(__name__)
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]  # the repository: shipped to a cluster as the job's code
 UPLOAD_EXCLUDES = [".git", ".venv", "data", "tests/data", "bench/data", "__pycache__", "*.sqlite"]
 RETRY_DELAY_S = 1.0  # first back-off of a failed batch's entries; doubles per attempt, max 30 s
 
 
-def init_ray(cfg) -> bool:
+def init_ray(cfg: ProcessingConfig) -> bool:
     """Start or join Ray unless it is up; returns True when this call started it.
 
     ``cfg.ray_address`` (or ``RAY_ADDRESS``, as ``ray job submit`` sets it) joins a cluster;
@@ -54,7 +58,7 @@ def init_ray(cfg) -> bool:
     """
     if ray.is_initialized():
         return False
-    common = {"include_dashboard": False, "log_to_driver": cfg.ray_logs,
+    common = {"include_dashboard": cfg.ray_dashboard, "log_to_driver": cfg.ray_logs,
               "logging_level": logging.WARNING}  # fmt: skip
     if cfg.ray_address:
         runtime_env = {"working_dir": str(ROOT), "excludes": UPLOAD_EXCLUDES}
@@ -66,13 +70,13 @@ def init_ray(cfg) -> bool:
     return True
 
 
-@dataclass
-class Batch:
-    """Entries moving through the steps together."""
+@dataclass(eq=False)
+class InFlight:
+    """The driver's record of one batch of entries moving through the steps together."""
 
     deliveries: list[Delivery]
     step: int = 0  # index into STEPS of the next (or running) step
-    ref: ray.ObjectRef | None = None  # the output of the last finished step
+    ref: ray.ObjectRef | None = None  # the WorkBatch the last finished step returned
     actor: object = None
     pool: str | None = None
 
@@ -98,6 +102,23 @@ class RunStats:
         return sum(self.by_status.values())
 
 
+class Flight:
+    """Every batch this driver holds: waiting for a step, running one, or due for a retry."""
+
+    def __init__(self):
+        self.waiting: list[deque[InFlight]] = [deque() for _ in STEPS]  # by the step they wait for
+        self.running: dict[ray.ObjectRef, InFlight] = {}
+        self.retries: deque[Retry] = deque()
+
+    def __len__(self) -> int:
+        """Batches between the stream and the catalogue (retries not counted: not read yet)."""
+        return len(self.running) + sum(len(q) for q in self.waiting)
+
+    def entry_ids(self) -> list[str]:
+        batches = [*self.running.values(), *(b for q in self.waiting for b in q)]
+        return [i for b in batches for i in b.ids] + [d.entry_id for r in self.retries for d in r.deliveries]
+
+
 class Runner:
     """Drains the stream through the actor pools into the catalogue.
 
@@ -105,19 +126,23 @@ class Runner:
     until ``stop()`` (or SIGINT/SIGTERM when ``run`` is called from the main thread).
     """
 
-    def __init__(self, cfg, *, until_empty: bool = False, client=None, catalogue=None,
+    def __init__(self, cfg: ProcessingConfig, *, until_empty: bool = False, client=None, catalogue=None,
                  consumer: str | None = None, progress: bool | Progress = False,
-                 retry_delay_s: float = RETRY_DELAY_S):  # fmt: skip
+                 retry_delay_s: float = RETRY_DELAY_S, metrics: WorkerMetrics | None = None):  # fmt: skip
         self.cfg = cfg
         self.until_empty = until_empty
         self.client = client or get_redis()
         self.catalogue = catalogue or open_catalogue()
         self.stream = WorkStream.from_config(self.client, cfg, consumer=consumer)
-        self.writer = CatalogueWriter(self.catalogue, self.client)
+        self.writer = CatalogueWriter(self.catalogue, self.client, cfg.keys)
         self.retry_delay_s = retry_delay_s
         self.stats = RunStats()
+        self.metrics = metrics  # Prometheus series (work --metrics-port), fed as batches finish
+        if metrics:
+            metrics.watch_stream(self.stream.stats)
         self._stopping = threading.Event()
         self._signals = 0
+        self._touched = 0.0
         self.progress: Progress | None = None
         if isinstance(progress, Progress):
             self.progress = progress
@@ -152,7 +177,10 @@ class Runner:
         try:
             self.stream.ensure_group()
             pools = start_pools(self.cfg)
+            if self.metrics and "model" in pools:
+                self.metrics.set_model_actors(len(pools["model"].actors))
             self._loop(pools)
+            self.catalogue.refresh()  # what this run wrote is searchable when it returns
         finally:
             for sig, handler in old_handlers.items():
                 signal.signal(sig, handler)
@@ -166,73 +194,82 @@ class Runner:
         return self.stats
 
     def _loop(self, pools: dict[str, Pool]) -> None:
-        cfg = self.cfg
-        waiting: dict[int, deque[Batch]] = {i: deque() for i in range(len(STEPS))}
-        running: dict[ray.ObjectRef, Batch] = {}
-        retries: deque[Retry] = deque()
-        pool_steps = {p: [i for i in reversed(range(len(STEPS))) if STEPS[i][1] == p]
-                      for p in pools}  # later steps first: finishing frees room  # fmt: skip
-        touched = time.monotonic()
+        flight = Flight()
+        order = {p: [i for i in reversed(range(len(STEPS))) if STEPS[i].pool == p]
+                 for p in pools}  # later steps first: finishing a batch frees room  # fmt: skip
+        self._touched = time.monotonic()
         while True:
-            in_flight = len(running) + sum(len(q) for q in waiting.values())
-            if time.monotonic() - touched > cfg.claim_idle_ms / 3000:  # keep our entries ours
-                ids = [i for b in [*running.values(), *(b for q in waiting.values() for b in q)]
-                       for i in b.ids] + [d.entry_id for r in retries for d in r.deliveries]  # fmt: skip
-                self._safe(lambda: self.stream.touch(ids))
-                touched = time.monotonic()
-            # 1. read while there is room (back-pressure), retries first
-            read_nothing = False
-            while not self._stopping.is_set() and in_flight < cfg.max_inflight:
-                deliveries = self._next_deliveries(retries, idle=in_flight == 0 and not retries)
-                if deliveries is None:
-                    read_nothing = True
-                    break
-                if deliveries:
-                    waiting[0].append(Batch(deliveries))
-                    in_flight += 1
-            # 2. nothing in flight: stop, finish, or wait for work
-            if in_flight == 0:
-                if self._stopping.is_set():
+            self._keep_claims(flight)
+            read_nothing = self._read(flight)
+            if not flight:
+                if self._idle(flight, read_nothing):
                     return
-                if retries:
-                    time.sleep(min(0.2, max(0.0, retries[0].not_before - time.monotonic())))
-                    continue
-                if self.until_empty and read_nothing:
-                    st = self._safe(self.stream.stats) or {"pending": 1, "backlog": 0}
-                    if st["pending"] == 0 and not st["backlog"]:
-                        return  # drained: nothing queued, nothing in progress anywhere
-                    if not st["backlog"]:  # only others' entries left: wait to reclaim them
-                        time.sleep(min(0.5, cfg.claim_idle_ms / 4000))
                 continue
-            # 3. hand ready batches to free actors
-            for pool_name, pool in pools.items():
-                for step in pool_steps[pool_name]:
-                    while pool.idle and waiting[step]:
-                        batch = waiting[step].popleft()
-                        running[self._submit(batch, pool)] = batch
-            # 4. wait for a step to finish (without fetching its output)
-            if not running:
-                continue
-            done, _ = ray.wait(list(running), num_returns=1, timeout=0.2, fetch_local=False)
-            for ref in done:
-                batch = running.pop(ref)
-                pools[batch.pool].idle.append(batch.actor)
-                batch.ref, batch.step = ref, batch.step + 1
-                if batch.step < len(STEPS):
-                    waiting[batch.step].append(batch)
-                else:
-                    self._finish(batch, retries)
+            self._dispatch(flight, pools, order)
+            self._collect(flight, pools)
 
-    def _submit(self, batch: Batch, pool: Pool) -> ray.ObjectRef:
-        name, _ = STEPS[batch.step]
+    def _keep_claims(self, flight: Flight) -> None:
+        """Now and then reset the idle time of every entry we hold, so none is reclaimed."""
+        if time.monotonic() - self._touched > self.cfg.claim_idle_ms / 3000:
+            ids = flight.entry_ids()
+            self._safe(lambda: self.stream.touch(ids))
+            self._touched = time.monotonic()
+
+    def _read(self, flight: Flight) -> bool:
+        """Read while there is room (back-pressure), due retries first; True when nothing came."""
+        while not self._stopping.is_set() and len(flight) < self.cfg.max_inflight:
+            deliveries = self._next_deliveries(flight.retries, idle=not flight and not flight.retries)
+            if deliveries is None:
+                return True
+            if deliveries:
+                flight.waiting[0].append(InFlight(deliveries))
+        return False
+
+    def _idle(self, flight: Flight, read_nothing: bool) -> bool:
+        """Nothing in flight: True to end the run (stopped, or drained with ``until_empty``)."""
+        if self._stopping.is_set():
+            return True
+        if flight.retries:
+            time.sleep(min(0.2, max(0.0, flight.retries[0].not_before - time.monotonic())))
+            return False
+        if self.until_empty and read_nothing:
+            st = self._safe(self.stream.stats) or {"pending": 1, "backlog": 0}
+            if st["pending"] == 0 and not st["backlog"]:
+                return True  # drained: nothing queued, nothing in progress anywhere
+            if not st["backlog"]:  # only others' entries left: wait to reclaim them
+                time.sleep(min(0.5, self.cfg.claim_idle_ms / 4000))
+        return False
+
+    def _dispatch(self, flight: Flight, pools: dict[str, Pool], order: dict[str, list[int]]) -> None:
+        """Hand waiting batches to free actors."""
+        for pool_name, pool in pools.items():
+            for step in order[pool_name]:
+                while pool.idle and flight.waiting[step]:
+                    batch = flight.waiting[step].popleft()
+                    flight.running[self._submit(batch, pool)] = batch
+
+    def _collect(self, flight: Flight, pools: dict[str, Pool]) -> None:
+        """Wait briefly for a step to finish (without fetching its output); move its batch on."""
+        if not flight.running:
+            return
+        done, _ = ray.wait(list(flight.running), num_returns=1, timeout=0.2, fetch_local=False)
+        for ref in done:
+            batch = flight.running.pop(ref)
+            pools[batch.pool].idle.append(batch.actor)
+            batch.ref, batch.step = ref, batch.step + 1
+            if batch.step < len(STEPS):
+                flight.waiting[batch.step].append(batch)
+            else:
+                self._finish(batch, flight.retries)
+
+    def _submit(self, batch: InFlight, pool: Pool) -> ray.ObjectRef:
         actor = pool.idle.pop()
-        last = batch.step == len(STEPS) - 1
         if batch.step == 0:
-            arg = [Work(item=d.item, entry_id=d.entry_id) for d in batch.deliveries]
+            arg = WorkBatch([Work(item=d.item, entry_id=d.entry_id) for d in batch.deliveries])
         else:
             arg = batch.ref  # resolved by Ray in the actor's process, never fetched here
         batch.actor, batch.pool = actor, pool.name
-        return actor.run.remote(name, arg, last=last)
+        return actor.run.remote(STEPS[batch.step].name, arg, last=batch.step == len(STEPS) - 1)
 
     def _next_deliveries(self, retries: deque[Retry], idle: bool) -> list[Delivery] | None:
         """A due retry, else new or reclaimed entries; None when there is nothing to read.
@@ -263,13 +300,15 @@ class Runner:
             log.warning("Redis error in %s: %s", getattr(fn, "__name__", fn), exc)
             return default
 
-    def _finish(self, batch: Batch, retries: deque[Retry]) -> None:
+    def _finish(self, batch: InFlight, retries: deque[Retry]) -> None:
         try:
-            works = ray.get(batch.ref)
-            counts = self.writer.write(works)
+            done = ray.get(batch.ref)
+            counts = self.writer.write(done)
         except Exception as exc:  # noqa: BLE001 - any failure: retry the entries one by one
             self._failed(batch, exc, retries)
             return
+        if self.metrics:
+            self.metrics.record_batch(done.stats, counts)
         # written: a failed ack only means a harmless redelivery later (writes are idempotent)
         self._safe(lambda: self.stream.ack(batch.ids))
         self.stats.batches += 1
@@ -293,7 +332,7 @@ class Runner:
                     return
                 time.sleep(0.2)
 
-    def _failed(self, batch: Batch, exc: Exception, retries: deque[Retry]) -> None:
+    def _failed(self, batch: InFlight, exc: Exception, retries: deque[Retry]) -> None:
         cause = getattr(exc, "cause", None) or exc
         code = "actor_died" if isinstance(exc, ray.exceptions.RayActorError) else "batch_error"
         if code == "actor_died":
@@ -301,6 +340,8 @@ class Runner:
         error = f"{code}: {type(cause).__name__}: {cause}".splitlines()[0]
         log.warning("batch of %d failed (%s); retrying its entries one by one", len(batch.ids), error)
         self.stats.failed_batches += 1
+        if self.metrics:
+            self.metrics.record_retry()
         self._safe(lambda: self.stream.note_error(batch.ids, error))
         attempt = max(d.attempt for d in batch.deliveries)
         delay = min(self.retry_delay_s * 2 ** (attempt - 1), 30.0)

@@ -1,15 +1,14 @@
 """Ray actors that host processing stages, and the pools the runner schedules batches on.
 
-A ``StageHost`` actor builds its stages once (``from_config`` then ``setup()``) and then runs
-batches through them; works go in and out through Ray's object store, so decoded frames
-never pass through Redis or the driver. Three pools: ``decode`` (FramesStage, CPU),
-``model`` (EmbedStage + LabelsStage, GPUs when configured) and ``neardup`` (ONE actor owns
-the near-duplicate index, so duplicates are decided in one place, in order).
+A ``StageHost`` actor builds its pool's stages once (``from_config`` then ``setup()``) and
+then runs batches through them; batches go in and out through Ray's object store, so
+decoded frames never pass through Redis or the driver. After each step the host puts the
+stage's counters on the batch (``WorkBatch.stats``), so they travel with it to the writer.
+Which stages a pool hosts, and in what order a batch visits them: processing/pipeline.py.
 """
 
 from __future__ import annotations
 
-import importlib
 import logging
 import math
 import time
@@ -17,38 +16,18 @@ from dataclasses import dataclass, field
 
 import ray
 
-from processing.stages.base import Resources, Stage, Work
+from processing.config import ProcessingConfig
+from processing.pipeline import STEPS, load_stage_class
+from processing.stages.base import Resources, Stage
+from processing.work import WorkBatch
 
 log = logging.getLogger(__name__)
 
-# step -> the pool that runs it, in the order a batch goes through them
-STEPS = (("frames", "decode"), ("embed", "model"), ("neardup", "neardup"), ("labels", "model"))
-POOL_STAGES = {"decode": ("frames",), "model": ("embed", "labels"), "neardup": ("neardup",)}
-
-
-def load_stage_class(target: str) -> type[Stage]:
-    """Import ``"module:Class"``; a clear ValueError when it is missing."""
-    module_name, _, class_name = target.partition(":")
-    try:
-        cls = getattr(importlib.import_module(module_name), class_name)
-    except (ImportError, AttributeError) as exc:
-        raise ValueError(f"cannot load stage {target!r}: {type(exc).__name__}: {exc}") from exc
-    if not hasattr(cls, "from_config"):
-        raise ValueError(f"stage {target!r} has no from_config(cfg) classmethod")
-    return cls
-
-
-def strip(works: list[Work]) -> list[Work]:
-    """Drop the arrays the catalogue does not keep (frames, per-frame embeddings, extras)."""
-    for w in works:
-        w.frames, w.embeddings, w.extras = None, None, {}
-    return works
-
 
 class StageHost:
-    """Hosts one pool's stages in one process; ``run(name, works)`` processes a batch."""
+    """Hosts one pool's stages in one process; ``run(name, batch)`` processes a batch."""
 
-    def __init__(self, stage_targets: dict[str, str], cfg):
+    def __init__(self, stage_targets: dict[str, str], cfg: ProcessingConfig):
         self.stages: dict[str, Stage] = {}
         for name, target in stage_targets.items():
             stage = load_stage_class(target).from_config(cfg)
@@ -58,9 +37,14 @@ class StageHost:
     def ready(self) -> list[str]:
         return list(self.stages)
 
-    def run(self, name: str, works: list[Work], last: bool = False) -> list[Work]:
-        out = self.stages[name].process_batch(works)
-        return strip(out) if last else out
+    def run(self, name: str, batch: WorkBatch, last: bool = False) -> WorkBatch:
+        stage = self.stages[name]
+        batch.works = stage.process_batch(batch.works)
+        batch.stats[name] = stage.stats.take()
+        if last:  # the batch leaves the actors: the arrays stay here
+            for work in batch.works:
+                work.release()
+        return batch
 
     def teardown(self) -> None:
         for stage in self.stages.values():
@@ -79,31 +63,33 @@ class Pool:
     idle: list = field(default_factory=list)
 
 
-def pool_resources(cfg, pool: str) -> Resources:
-    """What one actor of ``pool`` asks Ray for: the largest needs its stages declare.
-
-    Stages are built (not set up: that is where models load) to read ``resources``, which
-    may depend on their configuration (e.g. an embedder on ``cuda`` needs a GPU).
-    """
-    need_cpu, need_gpu = 0.0, 0.0
-    for name in POOL_STAGES[pool]:
-        res = load_stage_class(cfg.stages[name]).from_config(cfg).resources
-        need_cpu, need_gpu = max(need_cpu, res.num_cpus), max(need_gpu, res.num_gpus)
-    if pool == "model" and cfg.num_gpus > 0:
-        need_gpu = need_gpu or 1.0
-    else:
-        need_gpu = 0.0  # decode and the near-dup index stay on the CPU
-    return Resources(num_cpus=need_cpu, num_gpus=need_gpu)
+def pool_stages(cfg: ProcessingConfig, pool: str) -> dict[str, str]:
+    """Step name -> "module:Class" of the stages ``pool`` hosts."""
+    return {step.name: cfg.stages[step.name] for step in STEPS if step.pool == pool}
 
 
-def start_pools(cfg, timeout_s: float = 600.0) -> dict[str, Pool]:
+def pool_sizes(cfg: ProcessingConfig) -> dict[str, int]:
+    """Actors per pool (the pools of pipeline.POOLS): decode and model as configured; ONE
+    near-dup actor owns the index."""
+    return {"decode": cfg.num_workers, "model": cfg.model_workers, "neardup": 1}
+
+
+def pool_resources(cfg: ProcessingConfig, pool: str) -> Resources:
+    """What one actor of ``pool`` asks Ray for: the largest needs its stage classes declare
+    (read from the classes: nothing is built). GPUs only when the run has them."""
+    declared = [load_stage_class(t).resources for t in pool_stages(cfg, pool).values()]
+    gpus = max(r.num_gpus for r in declared) if cfg.num_gpus > 0 else 0.0
+    return Resources(num_cpus=max(r.num_cpus for r in declared), num_gpus=gpus)
+
+
+def start_pools(cfg: ProcessingConfig, timeout_s: float = 600.0) -> dict[str, Pool]:
     """Create the three pools sized by ``cfg`` and wait until every actor has set up.
 
     CPU requests are scaled down (with a warning) when the cluster has fewer CPUs than
     asked for, so actors never wait forever for a core. Raises RuntimeError when a stage
     cannot be built or set up (a missing model, bad config): nothing would succeed.
     """
-    sizes = {"decode": cfg.num_workers, "model": cfg.model_workers, "neardup": 1}
+    sizes = pool_sizes(cfg)
     res = {p: pool_resources(cfg, p) for p in sizes}
     wanted = sum(res[p].num_cpus * n for p, n in sizes.items())
     have = ray.cluster_resources().get("CPU", 0.0)
@@ -119,7 +105,7 @@ def start_pools(cfg, timeout_s: float = 600.0) -> dict[str, Pool]:
         cpus = math.floor(r.num_cpus * scale * 1000) / 1000  # rounding down: they must all fit
         opts = {"num_cpus": cpus, "num_gpus": r.num_gpus,
                 "max_restarts": -1, "max_task_retries": 0}  # fmt: skip
-        targets = {s: cfg.stages[s] for s in POOL_STAGES[pool]}
+        targets = pool_stages(cfg, pool)
         actors = [actor_cls.options(name=None, **opts).remote(targets, cfg) for _ in range(n)]
         pools[pool] = Pool(pool, actors, list(actors))
     try:

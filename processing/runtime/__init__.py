@@ -1,0 +1,1 @@
+"""The Ray worker runtime: runner (the driver loop), pools (actors), stream, writer, progress and status."""
