@@ -46,12 +46,15 @@ class VideoItem:
     title: str | None = None
     description: str | None = None
     uploader: str | None = None
-    license: str | None = None
+    license: str | None = None  # raw, as the source gives it (a URL, a name)
+    license_id: str | None = None  # normalised: an SPDX id, "public-domain" or "unknown" (crawler/licenses.py)
     published: str | None = None  # ISO date or datetime as the source gives it
     thumbnail: str | None = None  # a URL from the source page
     duration_hint: float | None = None  # seconds, as the page claims it
     tags: list[str] = field(default_factory=list)  # source tags (yt-dlp, page keywords)
     view_count: int | None = None
+    caption: str | None = None  # as the source gives it (URL lists); labels["caption"] is a model's
+    extra: dict[str, Any] = field(default_factory=dict)  # source fields without a field here (list columns...)
     extractor: str | None = None  # yt-dlp extractor key, e.g. "Youtube", "Generic"
     platform_id: str | None = None  # "<extractor>:<id>" when a platform names the video
     download_via: str | None = None  # "files" | "ytdlp" | "local"
@@ -88,6 +91,7 @@ class VideoItem:
     embedding_model: str | None = None
     labels: dict[str, Any] = field(default_factory=dict)  # labeler name -> its output
     models: dict[str, str] = field(default_factory=dict)  # field/labeler -> model that made it
+    scenes: list[dict[str, float]] = field(default_factory=list)  # [{"start", "end"}] s (ScenesStage)
     processed_at: str | None = None
 
     # -- helpers ------------------------------------------------------------------------
@@ -112,7 +116,10 @@ class VideoItem:
         return dataclasses.asdict(self)
 
     def to_json(self) -> str:
-        return json.dumps(self.to_dict(), ensure_ascii=False, sort_keys=True)
+        """JSON text that encodes as UTF-8: a non-UTF-8 file name (kept in ``path`` with
+        surrogateescape) is written as ``\\udcXX`` escapes, which ``from_json`` reads back."""
+        text = json.dumps(self.to_dict(), ensure_ascii=False, sort_keys=True)
+        return text.encode("utf-8", "backslashreplace").decode("utf-8")
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> VideoItem:

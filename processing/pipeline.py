@@ -1,8 +1,8 @@
 """The one list of processing steps: each step's name, its stage class, and the pool that runs it.
 
 A batch goes through ``STEPS`` in order. Pools are the Ray actors a step runs on: ``decode``
-(CPU decode actors), ``model`` (embed and labels share the model actors, GPUs when the run
-has them), ``neardup`` (ONE actor owns the near-duplicate index, so duplicates are decided
+(CPU decode actors: frames, then scenes), ``model`` (embed and labels share the model actors,
+GPUs when the run has them), ``neardup`` (ONE actor owns the near-duplicate index, so duplicates are decided
 in one place, in order). A step's class can be replaced without code changes:
 ``PROCESSING_STAGES="frames=my.module:MyFrames"`` (see ``stage_targets``).
 """
@@ -24,6 +24,7 @@ class Step:
 
 STEPS = (
     Step("frames", "processing.stages.frames:FramesStage", "decode"),
+    Step("scenes", "processing.stages.scenes:ScenesStage", "decode"),
     Step("embed", "processing.stages.embed:EmbedStage", "model"),
     Step("neardup", "processing.stages.neardup:NearDupStage", "neardup"),
     Step("labels", "processing.stages.labels:LabelsStage", "model"),

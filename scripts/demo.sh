@@ -6,9 +6,9 @@ cd "$(dirname "$0")/.."
 PY=.venv/bin/python
 export PYTHONPATH="$PWD" DATA_DIR="${DATA_DIR:-$PWD/data}"
 unset REDIS_URL ELASTICSEARCH_URL
-export ALLOW_PRIVATE_NETWORKS=1   # the sample site is on loopback
-export DOWNLOAD_TIMEOUT=5 RETRY_TIMES=0   # its /fail/slow and refused routes should not hold the demo long
 PORT="${DEMO_PORT:-8765}"
+export ALLOW_PRIVATE_NETWORKS="127.0.0.1:$PORT"   # the sample site is on loopback: allow it, and only it
+export DOWNLOAD_TIMEOUT=5 RETRY_TIMES=0   # its /fail/slow and refused routes should not hold the demo long
 SITE="http://127.0.0.1:$PORT/"
 
 mkdir -p "$DATA_DIR"
@@ -44,5 +44,6 @@ echo "== python -m processing search \"bunny\""
 $PY -m processing search "bunny" || true
 echo
 echo "Crawl logs: $DATA_DIR/crawl-web.log, $DATA_DIR/crawl-local.log; feeds: $DATA_DIR/*-items.jsonl"
-echo "Search page: .venv/bin/python -m processing serve --port 8000   (then open http://127.0.0.1:8000)"
+echo "Search page: SEARCH_MEDIA_ROOTS=$PWD/tests/data .venv/bin/python -m processing serve --port 8000   (then open http://127.0.0.1:8000)"
+echo "  (videos are served only from FILES_STORE and SEARCH_MEDIA_ROOTS: the local crawl left its files in tests/data)"
 echo "Stop the embedded Redis with: make stop"

@@ -12,6 +12,10 @@ from abc import ABC, abstractmethod
 from dataclasses import asdict, dataclass, field
 from typing import Any, Iterable, Iterator, Mapping
 
+from crawler.licenses import check_query
+from crawler.takedowns import place_key
+from processing.catalogue.documents import doc_domains, doc_places
+
 # A document is VideoItem.to_dict() plus, optionally:
 #   "vector": the video descriptor (list of floats, L2-normalised) of `embedding_model`.
 Document = dict[str, Any]
@@ -26,7 +30,7 @@ class SearchQuery:
     text: str = ""
     tags: list[str] = field(default_factory=list)  # every tag must be present
     source: str | None = None
-    license: str | None = None  # case-insensitive exact match
+    license: str | None = None  # an id (CC-BY-4.0), a family (cc-by: CC-BY-* only) or "open" (crawler/licenses.py)
     min_duration: float | None = None
     max_duration: float | None = None
     min_width: int | None = None
@@ -39,7 +43,7 @@ class SearchQuery:
     def __post_init__(self):
         self.text = (self.text or "").strip()
         self.tags = [t.strip().lower() for t in (self.tags or []) if t and t.strip()]
-        self.license = self.license.strip().lower() if self.license else None
+        self.license = check_query(self.license) if self.license and self.license.strip() else None
         self.source = self.source.strip() if self.source else None
         if self.status in ("any", "all", ""):
             self.status = None
@@ -161,6 +165,27 @@ class Catalogue(ABC):
     def duplicates_of(self, canonical_id: str) -> list[Document]:
         """Documents recorded as duplicates of ``canonical_id``, most similar first."""
         raise NotImplementedError(f"{type(self).__name__} does not list duplicates")
+
+    def remove(self, video_ids: Iterable[str]) -> int:
+        """Delete documents (and their search rows) by id; returns how many were there (takedowns)."""
+        raise NotImplementedError(f"{type(self).__name__} does not remove documents")
+
+    def resolve_id(self, prefix: str, limit: int = 10) -> list[str]:
+        """Ids that start with ``prefix`` (hex), at most ``limit``, in order: for ids typed short, as git does."""
+        prefix = (prefix or "").strip().lower()
+        if not prefix:
+            return []
+        return sorted(d["video_id"] for d in self.iter_all() if str(d.get("video_id", "")).startswith(prefix))[:limit]
+
+    def find_places(self, urls: Iterable[str] = (), domain: str | None = None) -> list[Document]:
+        """Documents found at one of ``urls`` (their own URL, page, path or a copy's) or on ``domain``
+        (and its subdomains). This default reads every document; backends may index them."""
+        wanted = {place_key(u) for u in urls} - {None}
+        out = []
+        for doc in self.iter_all():
+            if (wanted and wanted & {place_key(p) for p in doc_places(doc)}) or (domain and domain in doc_domains(doc)):
+                out.append(doc)
+        return out
 
     def iter_all(self, status: str | None = None, batch: int = 500) -> Iterator[Document]:
         """Every document (optionally of one status), in a stable order, for exports."""

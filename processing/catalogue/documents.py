@@ -7,6 +7,9 @@ page. They never raise on odd documents: a field of the wrong type counts as mis
 from __future__ import annotations
 
 from typing import Any, Mapping
+from urllib.parse import urlsplit
+
+from crawler.licenses import license_id_of
 
 # The labelers whose "text" is searchable, and the text field each becomes.
 TEXT_LABELS = {"caption": "caption", "ocr": "ocr", "transcript": "transcript"}
@@ -61,3 +64,42 @@ def embedding_text(doc: Mapping[str, Any]) -> str:
 def public_doc(doc: Mapping[str, Any]) -> dict[str, Any]:
     """A document as shown to people: without its vectors."""
     return {k: v for k, v in doc.items() if k not in VECTOR_FIELDS}
+
+
+def doc_license_id(doc: Mapping[str, Any]) -> str:
+    """The document's normalised licence (``license_id``; computed from ``license`` for older documents)."""
+    value = doc.get("license_id")
+    return value if isinstance(value, str) and value else license_id_of(dict(doc))
+
+
+def doc_copies(doc: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """The provenance entries of the other places the video was found (``copies``; see crawler/provenance.py)."""
+    copies = doc.get("copies")
+    return [c for c in copies if isinstance(c, dict)] if isinstance(copies, list) else []
+
+
+def doc_places(doc: Mapping[str, Any]) -> list[str]:
+    """Every URL and path the video was found at: its own, its page, and every copy's."""
+    out: list[str] = []
+    for rec in [doc, *doc_copies(doc)]:
+        for name in ("url", "page_url", "path"):
+            value = rec.get(name)
+            if isinstance(value, str) and value and value not in out:
+                out.append(value)
+    return out
+
+
+def doc_domains(doc: Mapping[str, Any]) -> list[str]:
+    """The hosts of every place (``a.b.example.org`` gives it, ``b.example.org`` and ``example.org``)."""
+    out: list[str] = []
+    for value in doc_places(doc):
+        try:
+            host = (urlsplit(value).hostname or "").lower().rstrip(".") if "://" in value else ""
+        except ValueError:
+            continue
+        labels = host.split(".") if host else []
+        for i in range(max(1, len(labels) - 1) if labels else 0):
+            name = ".".join(labels[i:])
+            if name not in out:
+                out.append(name)
+    return out

@@ -32,7 +32,17 @@ from elasticsearch import __versionstr__ as CLIENT_VERSION
 
 from processing.catalogue.base import Catalogue, Document, SearchHit, SearchQuery, SearchResult
 from processing.catalogue.config import CatalogueConfig
-from processing.catalogue.documents import doc_tags, embedding_text, label_text, public_doc
+from crawler.licenses import ids_matching
+from crawler.takedowns import place_key
+from processing.catalogue.documents import (
+    doc_domains,
+    doc_license_id,
+    doc_places,
+    doc_tags,
+    embedding_text,
+    label_text,
+    public_doc,
+)
 from processing.catalogue.textembed import TextEmbedder
 
 log = logging.getLogger(__name__)
@@ -57,7 +67,8 @@ def index_template(alias: str, shards: int = 1, replicas: int = 0) -> dict[str, 
         "caption": _text_with_keyword("english"), "ocr_text": _text_with_keyword(),
         "transcript": _text_with_keyword("english"),
         "tags": {"type": "keyword", "fields": {"text": {"type": "text", "analyzer": "english"}}},
-        "license": keyword, "uploader": keyword, "extractor": keyword, "platform_id": keyword,
+        "license": keyword, "license_id": keyword, "uploader": keyword,
+        "places": keyword, "domains": keyword,  # every URL/path (crawler.takedowns.place_key) and host: takedowns "extractor": keyword, "platform_id": keyword,
         "status": keyword, "duplicate_of": keyword, "similarity": {"type": "float"},
         "is_canonical": {"type": "boolean"}, "duplicate_count": {"type": "integer"},
         "container": keyword, "video_codec": keyword, "audio_codec": keyword,
@@ -109,6 +120,9 @@ def to_es_doc(doc: Mapping[str, Any], text_vector=None, text_model: str | None =
     }  # fmt: skip
     out["status"] = out["status"] or "indexed"
     out["license"] = doc["license"].strip().lower() if isinstance(doc.get("license"), str) else None
+    out["license_id"] = doc_license_id(doc)
+    out["places"] = [k for k in dict.fromkeys(place_key(p) for p in doc_places(doc)) if k]
+    out["domains"] = doc_domains(doc)
     out["caption"] = label_text(doc, "caption")
     out["ocr_text"] = label_text(doc, "ocr")
     out["transcript"] = label_text(doc, "transcript")
@@ -139,8 +153,8 @@ def _filters(q: SearchQuery) -> list[dict]:
         f.append({"term": {"status": q.status}})
     if q.source:
         f.append({"term": {"source": q.source}})
-    if q.license:
-        f.append({"term": {"license": q.license}})
+    if q.license:  # an id, a family (cc-by: CC-BY-* only) or "open": crawler.licenses.matches
+        f.append({"terms": {"license_id": ids_matching(q.license)}})
     for tag in q.tags:
         f.append({"term": {"tags": tag}})
     duration = {k: v for k, v in (("gte", q.min_duration), ("lte", q.max_duration)) if v is not None}
@@ -157,7 +171,7 @@ def _aggs(size: int) -> dict:
     return {
         "tags": {"terms": {"field": "tags", "size": size}},
         "sources": {"terms": {"field": "source", "size": size}},
-        "licenses": {"terms": {"field": "license", "size": size}},
+        "licenses": {"terms": {"field": "license_id", "size": size}},
     }
 
 
@@ -493,6 +507,47 @@ class ElasticCatalogue(Catalogue):
             sort=[{"similarity": {"order": "desc", "unmapped_type": "float"}}, {"video_id": "asc"}],
         )  # fmt: skip
         return [self._doc(h["_source"]) for h in resp["hits"]["hits"]]
+
+    def remove(self, video_ids: Iterable[str]) -> int:
+        ids = list(dict.fromkeys(video_ids))
+        if not ids:
+            return 0
+        self._ensure()
+        gone = 0
+        for ok, info in helpers.streaming_bulk(
+            self.client, [{"_op_type": "delete", "_index": self.alias, "_id": i} for i in ids],
+            chunk_size=self.config.bulk_chunk, raise_on_error=False, raise_on_exception=False,
+        ):  # fmt: skip
+            op = next(iter(info.values()))
+            if ok and op.get("result") != "not_found":
+                gone += 1
+            elif op.get("status") not in (404, None):
+                raise BulkError({op.get("_id", "?"): f"delete failed: {op.get('status')}"})
+        self.refresh()
+        return gone
+
+    def resolve_id(self, prefix: str, limit: int = 10) -> list[str]:
+        prefix = (prefix or "").strip().lower()
+        if not prefix:
+            return []
+        self._ensure()
+        resp = self.client.search(index=self.alias, query={"prefix": {"video_id": prefix}}, size=limit,
+                                  source=False, sort=[{"video_id": "asc"}])  # fmt: skip
+        return [h["_id"] for h in resp["hits"]["hits"]]
+
+    def find_places(self, urls: Iterable[str] = (), domain: str | None = None) -> list[Document]:
+        should: list[dict] = []
+        keys = [k for k in dict.fromkeys(place_key(u) for u in urls) if k]
+        if keys:
+            should.append({"terms": {"places": keys}})
+        if domain:
+            should.append({"term": {"domains": domain}})
+        if not should:
+            return []
+        self._ensure()
+        query = {"query": {"bool": {"should": should, "minimum_should_match": 1}}}
+        return [self._doc(h["_source"]) for h in helpers.scan(self.client, index=self.alias, query=query,
+                                                              source_excludes=["text_vector"])]  # fmt: skip
 
     def _search(self, body: dict[str, Any]) -> Mapping[str, Any]:
         resp = self.client.search(index=self.alias, **body)

@@ -25,7 +25,8 @@ import numpy as np
 
 from processing.catalogue.base import Catalogue, Document, SearchHit, SearchQuery, SearchResult
 from processing.catalogue.config import CatalogueConfig
-from processing.catalogue.documents import doc_tags, embedding_text, public_doc, searchable_text
+from crawler.licenses import ids_matching
+from processing.catalogue.documents import doc_license_id, doc_tags, embedding_text, public_doc, searchable_text
 from processing.catalogue.textembed import ClipTextEncoder, TextEmbedder
 
 log = logging.getLogger(__name__)
@@ -54,7 +55,7 @@ CREATE INDEX IF NOT EXISTS videos_status ON videos(status);
 CREATE INDEX IF NOT EXISTS videos_duplicate_of ON videos(duplicate_of);
 CREATE TABLE IF NOT EXISTS search_facts (
     video_id TEXT PRIMARY KEY, status TEXT, source TEXT, license TEXT, duration REAL,
-    width INTEGER, height INTEGER, embedding_model TEXT, text_hash TEXT
+    width INTEGER, height INTEGER, embedding_model TEXT, text_hash TEXT, license_id TEXT
 );
 CREATE INDEX IF NOT EXISTS search_facts_status ON search_facts(status);
 CREATE TABLE IF NOT EXISTS search_tags (video_id TEXT, tag TEXT, PRIMARY KEY (video_id, tag));
@@ -90,6 +91,7 @@ class SqliteCatalogue(Catalogue):
         self.db.execute("PRAGMA synchronous=NORMAL")
         self.db.executescript(SCHEMA)
         with self.lock:
+            migrate(self.db)
             backfill(self.db)
         self._searcher: EmbeddedSearch | None = None
 
@@ -152,6 +154,32 @@ class SqliteCatalogue(Catalogue):
                 return
             last = rows[-1]["rowid"]
 
+    def remove(self, video_ids: Iterable[str]) -> int:
+        ids = list(dict.fromkeys(video_ids))
+        if not ids:
+            return 0
+        gone = 0
+        with self.lock, self.db:
+            for vid in ids:
+                row = self.db.execute("SELECT rowid FROM videos WHERE video_id=?", (vid,)).fetchone()
+                if row is None:
+                    continue
+                self.db.execute("DELETE FROM search_fts WHERE rowid=?", (row[0],))
+                for table in ("search_tags", "search_facts", "search_vectors", "search_text_vectors", "videos"):
+                    self.db.execute(f"DELETE FROM {table} WHERE video_id=?", (vid,))
+                gone += 1
+            self.db.execute(BUMP_VERSION)
+        return gone
+
+    def resolve_id(self, prefix: str, limit: int = 10) -> list[str]:
+        prefix = (prefix or "").strip().lower()
+        if not prefix or not all(c in "0123456789abcdef" for c in prefix):
+            return []
+        with self.lock:
+            rows = self.db.execute("SELECT video_id FROM videos WHERE video_id >= ? AND video_id < ? "
+                                   "ORDER BY video_id LIMIT ?", (prefix, prefix + "g", limit)).fetchall()  # fmt: skip
+        return [r[0] for r in rows]
+
     def duplicates_of(self, canonical_id: str) -> list[Document]:
         docs = self._docs("SELECT doc FROM videos WHERE duplicate_of=? AND video_id<>?", [canonical_id, canonical_id])
         return sorted(docs, key=lambda d: (-(d.get("similarity") or 0.0), d["video_id"]))
@@ -213,13 +241,14 @@ def index_rows(db: sqlite3.Connection, docs: Iterable[Mapping[str, Any]]) -> Non
         db.execute("DELETE FROM search_fts WHERE rowid=?", (rowid,))  # FTS rowid = videos.rowid
         db.execute("DELETE FROM search_tags WHERE video_id=?", (vid,))
         db.execute(
-            "INSERT OR REPLACE INTO search_facts VALUES (?,?,?,?,?,?,?,?,?)",
+            "INSERT OR REPLACE INTO search_facts (video_id, status, source, license, duration, width, height, "
+            "embedding_model, text_hash, license_id) VALUES (?,?,?,?,?,?,?,?,?,?)",
             (
                 vid, doc.get("status") or "indexed", _str(doc.get("source")),
                 license_.strip().lower() if isinstance(license_, str) else None,
                 _num(doc.get("duration"), float), _num(doc.get("width"), int),
                 _num(doc.get("height"), int), doc.get("embedding_model") if vec is not None else None,
-                text_hash,
+                text_hash, doc_license_id(doc),
             ),
         )  # fmt: skip
         db.execute(
@@ -236,6 +265,17 @@ def index_rows(db: sqlite3.Connection, docs: Iterable[Mapping[str, Any]]) -> Non
         else:
             db.execute("DELETE FROM search_vectors WHERE video_id=?", (vid,))
     db.execute(BUMP_VERSION)
+
+
+def migrate(db: sqlite3.Connection) -> None:
+    """Bring a catalogue file written by an older version up to this schema (columns added,
+    search rows rebuilt so the new columns are filled)."""
+    columns = {r[1] for r in db.execute("PRAGMA table_info(search_facts)")}
+    if "license_id" not in columns:
+        with db:
+            db.execute("ALTER TABLE search_facts ADD COLUMN license_id TEXT")
+            rows = db.execute("SELECT doc FROM videos").fetchall()
+            index_rows(db, [json.loads(r[0]) for r in rows])
 
 
 def backfill(db: sqlite3.Connection) -> int:
@@ -379,8 +419,9 @@ class EmbeddedSearch:
             where.append("f.status = ?"), params.append(q.status)
         if q.source:
             where.append("f.source = ?"), params.append(q.source)
-        if q.license:
-            where.append("f.license = ?"), params.append(q.license)
+        if q.license:  # an id, a family (cc-by: CC-BY-* only) or "open": crawler.licenses.matches
+            ids = ids_matching(q.license)
+            where.append(f"f.license_id IN ({','.join('?' * len(ids))})" if ids else "0"), params.extend(ids)
         if q.min_duration is not None:
             where.append("f.duration >= ?"), params.append(q.min_duration)
         if q.max_duration is not None:
@@ -414,14 +455,14 @@ class EmbeddedSearch:
         return {vid: (s / best if best > 0 else 1.0) for vid, s in scores.items()}
 
     def _facet_values(self) -> dict[str, tuple]:
-        """video_id -> (source, license, tags), cached until the catalogue changes."""
+        """video_id -> (source, license_id, tags), cached until the catalogue changes."""
 
         def build():
             values: dict[str, tuple] = {}
             tags: dict[str, list[str]] = {}
             for vid, tag in self.db.execute("SELECT video_id, tag FROM search_tags"):
                 tags.setdefault(vid, []).append(tag)
-            for vid, source, license_ in self.db.execute("SELECT video_id, source, license FROM search_facts"):
+            for vid, source, license_ in self.db.execute("SELECT video_id, source, license_id FROM search_facts"):
                 values[vid] = (source, license_, tuple(tags.get(vid, ())))
             return values
 

@@ -107,7 +107,13 @@ def test_export_writes_kept_videos_and_the_duplicate_map(cat, media, tmp_path, f
     assert float(dog["duration"]) == 20.0
     assert "vector" not in dog
     dupmap = json.loads((tmp_path / "out" / "duplicates.json").read_text())
-    assert dupmap == {vid("world"): sorted([vid("world-copy"), vid("world-copy2")])}
+    assert list(dupmap) == [vid("world")]
+    assert dupmap[vid("world")]["duplicates"] == sorted([vid("world-copy"), vid("world-copy2")])
+    places = dupmap[vid("world")]["places"]  # every place of the cluster, with source and licence
+    assert [(p["kind"], p["video_id"]) for p in places] == [
+        ("canonical", vid("world")), ("near", vid("world-copy")), ("near", vid("world-copy2"))]
+    assert places[0]["url"] == "https://videos.example.org/world.mp4" and places[0]["license_id"] == "CC-BY-SA-4.0"
+    assert dog["license"] == "https://creativecommons.org/licenses/by/4.0/" and dog["license_id"] == "CC-BY-4.0"
 
 
 def test_export_cli_with_duplicates(cat, media, tmp_path, capsys):

@@ -44,7 +44,7 @@ def test_index_template_has_explicit_mappings():
     assert tpl["template"]["mappings"]["dynamic"] is False
     for name in ("title", "description", "caption", "ocr_text", "transcript"):
         assert props[name]["type"] == "text" and props[name]["fields"]["keyword"]["type"] == "keyword"
-    for name in ("tags", "source", "license", "video_codec", "audio_codec", "status", "duplicate_of"):
+    for name in ("tags", "source", "license", "license_id", "places", "domains", "video_codec", "audio_codec", "status", "duplicate_of"):
         assert props[name]["type"] == "keyword"
     for name, kind in (("duration", "float"), ("width", "integer"), ("size_bytes", "long"), ("fetched_at", "date")):
         assert props[name]["type"] == kind
@@ -59,6 +59,7 @@ def test_document_carries_searchable_fields_and_the_original():
                    errors={"speech": "no_audio"}, fetched_at="not a date")  # fmt: skip
     es = to_es_doc(doc, text_vector=[0.6, 0.8], text_model="all-MiniLM-L6-v2")
     assert es["tags"] == ["pets", "seashore"] and es["license"] == "cc-by" and es["resolution"] == "640x360"
+    assert es["license_id"] == "CC-BY"  # the raw value stays beside its normalised id
     assert (es["caption"], es["ocr_text"], es["transcript"]) == ("a dog runs", "EXIT", "")
     assert es["vector"] == doc["vector"] and es["embedding_model"] == "efficientnet-lite0"
     assert es["text_vector"] == [0.6, 0.8] and es["error_stages"] == ["speech"]
@@ -74,7 +75,8 @@ def test_search_body_filters_facets_knn_and_paging():
     body = search_body(q, CFG, query_vector=[0.1, 0.2])
     assert (body["from"], body["size"]) == (20, 10)
     filters = body["query"]["bool"]["filter"]
-    assert {"term": {"tags": "dog"}} in filters and {"term": {"license": "cc-by"}} in filters
+    cc_by = {"terms": {"license_id": ["CC-BY-1.0", "CC-BY-2.0", "CC-BY-2.5", "CC-BY-3.0", "CC-BY-4.0", "CC-BY"]}}
+    assert {"term": {"tags": "dog"}} in filters and cc_by in filters  # the family: never -SA, -NC, -ND
     assert {"term": {"status": "indexed"}} in filters and {"range": {"duration": {"gte": 10}}} in filters
     assert {"range": {"height": {"gte": 720}}} in filters
     mm = body["query"]["bool"]["must"][0]["multi_match"]

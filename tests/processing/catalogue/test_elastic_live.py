@@ -20,12 +20,13 @@ from tests.processing.catalogue.corpus import make_doc, unit, vid
 
 DOCS = [
     make_doc("dog", "A dog running on the beach", vector=unit(1, 0, 0), tags=["pets"], duration=20.0,
-             license="CC-BY", width=640, height=360),
-    make_doc("puppy", "Happy pup by the sea", vector=unit(0.9, 0.3, 0), duration=12.0),
+             license="https://creativecommons.org/licenses/by/4.0/", width=640, height=360),
+    make_doc("puppy", "Happy pup by the sea", vector=unit(0.9, 0.3, 0), duration=12.0, license="CC BY-SA 4.0"),
     make_doc("bikes", "Mountain bikes", vector=unit(0, 1, 0), source="archive", duration=30.0),
     make_doc("copy", "A dog running on the beach (copy)", vector=unit(1, 0.01, 0), status="duplicate",
              duplicate_of=vid("dog"), similarity=0.99),
 ]  # fmt: skip
+DOCS[1]["copies"] = [{"url": "https://mirror.example.net/pup.mp4", "kind": "exact", "license": "CC BY-SA 4.0"}]
 
 
 @pytest.fixture
@@ -57,13 +58,32 @@ def test_round_trip_search_similar_duplicates_and_rebuild(live):
     result = live.search(SearchQuery("dog on a beach"))
     assert result.hits[0].video_id == vid("dog") and vid("copy") not in [h.video_id for h in result.hits]
     assert [h.video_id for h in live.search(SearchQuery(source="archive")).hits] == [vid("bikes")]
-    assert dict(live.search(SearchQuery()).facets["licenses"]) == {"cc-by": 1}
+    assert dict(live.search(SearchQuery()).facets["licenses"]) == {"CC-BY-4.0": 1, "CC-BY-SA-4.0": 1, "unknown": 1}
     assert live.similar(vid("dog")).hits[0].video_id == vid("puppy")
     assert [d["video_id"] for d in live.duplicates(vid("copy"))["duplicates"]] == [vid("copy")]
     rebuilt = live.rebuild()
     assert live.indices() == [rebuilt["index"]] and rebuilt["deleted"] == [f"{live.alias}-000001"]
     assert not live.client.indices.exists(index=f"{live.alias}-000001")  # no index left without the alias
     assert live.counts() == {"indexed": 3, "duplicate": 1}
+
+
+def test_licence_families_id_prefixes_places_and_remove(live):
+    live.setup()
+    live.upsert(DOCS)
+    live.refresh()
+    found = lambda **kw: [h.video_id for h in live.search(SearchQuery(**kw)).hits]  # noqa: E731
+    assert found(license="cc-by") == [vid("dog")]  # the family CC-BY-*, not CC-BY-SA-4.0
+    assert found(license="cc-by-sa") == [vid("puppy")] and found(license="CC-BY-SA-4.0") == [vid("puppy")]
+    assert sorted(found(license="open")) == sorted([vid("dog"), vid("puppy")])
+    assert found(license="unknown") == [vid("bikes")]
+    assert live.resolve_id(vid("dog")[:10]) == [vid("dog")]
+    # places: a copy's URL and the domains of every place
+    assert [d["video_id"] for d in live.find_places(urls=["https://MIRROR.example.net/pup.mp4"])] == [vid("puppy")]
+    assert [d["video_id"] for d in live.find_places(domain="example.net")] == [vid("puppy")]
+    assert len(live.find_places(domain="example.org")) == 4
+    assert live.remove([vid("puppy"), "0" * 64]) == 1
+    assert live.get(vid("puppy")) is None and found(license="cc-by-sa") == []
+    assert live.counts() == {"indexed": 2, "duplicate": 1}
 
 
 def test_refresh_makes_every_write_visible_to_another_reader(live, es_url):

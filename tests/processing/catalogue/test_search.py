@@ -52,16 +52,23 @@ def test_filters_and_facet_counts(cat):
     everything = cat.search(SearchQuery())
     assert everything.total == 5
     assert dict(everything.facets["sources"]) == {"web": 4, "archive": 1}
-    assert dict(everything.facets["licenses"]) == {"cc-by": 2, "cc0": 1, "cc-by-sa": 1}
+    # licences are normalised (crawler/licenses.py): the facet counts SPDX ids, not raw URLs and names
+    assert dict(everything.facets["licenses"]) == {"CC-BY-4.0": 1, "CC-BY-3.0": 1, "CC0-1.0": 1, "CC-BY-SA-4.0": 1,
+                                                   "unknown": 1}
     assert dict(everything.facets["tags"])["demo"] == 1  # the duplicate's tag is not counted
     assert ids(cat.search(SearchQuery(tags=["Golden Retriever"]))) == [vid("dog")]
     assert ids(cat.search(SearchQuery(source="archive"))) == [vid("bikes")]
-    assert set(ids(cat.search(SearchQuery(license="CC-BY")))) == {vid("dog"), vid("puppy")}
+    assert set(ids(cat.search(SearchQuery(license="CC-BY")))) == {vid("dog"), vid("puppy")}  # the family, not -SA
+    assert ids(cat.search(SearchQuery(license="cc-by-4.0"))) == [vid("dog")]  # an id: exact
+    assert ids(cat.search(SearchQuery(license="cc-by-sa"))) == [vid("world")]
+    assert set(ids(cat.search(SearchQuery(license="open")))) == {vid("dog"), vid("puppy"), vid("bikes"), vid("world")}
+    assert ids(cat.search(SearchQuery(license="unknown"))) == [vid("phone")]
+    assert ids(cat.search(SearchQuery(license="https://creativecommons.org/publicdomain/zero/1.0/"))) == [vid("bikes")]
     assert set(ids(cat.search(SearchQuery(min_duration=10)))) == {vid("dog"), vid("puppy"), vid("bikes")}
     assert set(ids(cat.search(SearchQuery(min_duration=10, max_duration=25)))) == {vid("dog"), vid("puppy")}
     assert set(ids(cat.search(SearchQuery(min_height=720)))) == {vid("puppy"), vid("bikes")}
     combined = cat.search(SearchQuery("dog", license="cc-by", min_duration=15))
-    assert ids(combined) == [vid("dog")] and dict(combined.facets["licenses"]) == {"cc-by": 1}
+    assert ids(combined) == [vid("dog")] and dict(combined.facets["licenses"]) == {"CC-BY-4.0": 1}
 
 
 def test_status_filter_reaches_every_state(cat):

@@ -26,8 +26,8 @@ from processing.stages.base import Resources, Stage
 from tests.conftest import PYTHON, ROOT, project_env
 
 HERE = "tests.processing.runtime.test_runner"
-STAGES = {"frames": f"{HERE}:TinyFrames", "embed": f"{HERE}:TinyEmbed",
-          "neardup": f"{HERE}:TinyNearDup", "labels": f"{HERE}:TinyLabels"}  # fmt: skip
+STAGES = {"frames": f"{HERE}:TinyFrames", "scenes": "processing.stages.scenes:ScenesStage",  # real, cheap
+          "embed": f"{HERE}:TinyEmbed", "neardup": f"{HERE}:TinyNearDup", "labels": f"{HERE}:TinyLabels"}  # fmt: skip
 
 
 class TinyFrames(Stage):
@@ -147,6 +147,7 @@ def test_work_indexes_clips_once_fails_corrupt_ones_and_retry_recovers(
         assert doc["status"] == "indexed" and doc["url"] == it.url
         assert doc["labels"]["tiny"]["frames"] == 4 and len(doc["vector"]) == 8
         assert doc["processed_at"] and doc["embedding_model"] == "tiny-histogram"
+        assert doc["scenes"][0]["start"] == 0 and doc["models"]["scenes"].startswith("ffmpeg-scene")
     bad = cat.get(items[4].video_id)
     assert bad["status"] == "failed" and bad["errors"]["frames"].startswith("undecodable: ")
     assert cat.get(items[5].video_id)["errors"]["frames"].startswith("undecodable")
