@@ -34,10 +34,35 @@ LOG_LEVEL = _env("LOG_LEVEL", "INFO")
 # REDIS_URL is read from the environment by crawler.connection.redis_url(); it is not put into
 # Scrapy's settings here so that the embedded server is started only when something connects.
 REDIS_PARAMS = {"redis_cls": "crawler.connection.ProjectRedis"}
-SCHEDULER = "scrapy_redis.scheduler.Scheduler"
+# scrapy-redis' keys and queue, but a popped request is leased, not lost (crawler/queue.py).
+SCHEDULER = "crawler.queue.LeasingScheduler"
+SCHEDULER_QUEUE_CLASS = "crawler.queue.LeasedQueue"
 DUPEFILTER_CLASS = "scrapy_redis.dupefilter.RFPDupeFilter"
 SCHEDULER_PERSIST = True
 REDIS_START_URLS_AS_SET = False
+# A popped request (or start payload) is leased for this many seconds, renewed by its process's
+# heartbeat; once a process stops beating (killed), any live spider gives its leases back.
+CRAWL_LEASE_SECONDS = _env("CRAWL_LEASE_SECONDS", 60.0, float)
+# A video claimed as seen / for download stays claimed this long at most while its item is in
+# flight (sooner free again when its process stops beating); recorded in the ledger, it is final.
+CRAWL_CLAIM_SECONDS = _env("CRAWL_CLAIM_SECONDS", 3600.0, float)
+# A request whose items could not all be recorded is handed back, tried this many times in all.
+CRAWL_MAX_ATTEMPTS = _env("CRAWL_MAX_ATTEMPTS", 3, int)
+# Outages: every client retries with exponential back-off (capped at REDIS_RETRY_BACKOFF_MAX s)
+# for up to REDIS_RETRY_SECONDS (0: for ever), pausing its caller, with one log line at the start
+# and one at the end; the embedded server is restarted on its recorded port.
+REDIS_RETRY_SECONDS = _env("REDIS_RETRY_SECONDS", 300.0, float)
+REDIS_RETRY_BACKOFF_MAX = _env("REDIS_RETRY_BACKOFF_MAX", 2.0, float)
+REDIS_HEALTH_CHECK_INTERVAL = _env("REDIS_HEALTH_CHECK_INTERVAL", 10, int)  # s idle before a PING
+# The embedded server's append-only-file fsync policy; what a machine crash (power loss, kernel
+# panic) can lose: "always": nothing acknowledged (slowest); "everysec": about the last second of
+# writes; "no": whatever the OS had not flushed yet (up to ~30 s on Linux). A killed server
+# process (kill -9) with the machine up loses nothing acknowledged: writes reach the OS before
+# the reply (under "everysec" a disk too slow to fsync can hold them back for up to 2 s).
+REDIS_APPENDFSYNC = _env("REDIS_APPENDFSYNC", "everysec")
+# The embedded server stops itself after this many seconds with no client (0: never) and at once
+# when its folder is deleted; the next client starts it again (same port, same data).
+EMBEDDED_REDIS_IDLE_EXIT = _env("EMBEDDED_REDIS_IDLE_EXIT", 900.0, float)
 
 # --- crawl -------------------------------------------------------------------------------
 ROBOTSTXT_OBEY = _env("ROBOTSTXT_OBEY", True, bool)
@@ -49,6 +74,9 @@ RETRY_TIMES = _env("RETRY_TIMES", 2, int)
 REQUEST_FINGERPRINTER_IMPLEMENTATION = "2.7"
 TWISTED_REACTOR = "twisted.internet.asyncioreactor.AsyncioSelectorReactor"
 FEED_EXPORT_ENCODING = "utf-8"
+# JSON feeds keep file names that are not UTF-8 (surrogateescape): written as JSON escapes.
+FEED_EXPORTERS = {"json": "crawler.exporters.JsonItemExporter", "jsonlines": "crawler.exporters.JsonLinesItemExporter",
+                  "jsonl": "crawler.exporters.JsonLinesItemExporter", "jl": "crawler.exporters.JsonLinesItemExporter"}  # fmt: skip
 # Hosts that resolve to private, loopback or link-local addresses are refused unless allowed
 # here: true/1 (all), or a comma-separated list of host[:port] / CIDR entries, e.g.
 # "127.0.0.1:8765" (only the test site). Read by crawler.netguard.NetPolicy.
@@ -65,7 +93,23 @@ SPIDER_IDLE_CLOSE_SECONDS = _env("SPIDER_IDLE_CLOSE_SECONDS", 3, int)
 YTDLP_RESOLVE_TIMEOUT = _env("YTDLP_RESOLVE_TIMEOUT", 120, float)  # one yt-dlp metadata lookup
 YTDLP_MAX_ENTRIES = _env("YTDLP_MAX_ENTRIES", 0, int)  # cap on entries per playlist; 0: all
 WEB_PAGE_MAX_BYTES = _env("WEB_PAGE_MAX_BYTES", 20 * 1024 * 1024, int)  # a bigger "page" is dropped
-DOWNLOADER_MIDDLEWARES = {"crawler.middlewares.NetguardMiddleware": 50}
+DOWNLOADER_MIDDLEWARES = {"crawler.optout.OptOutMiddleware": 40, "crawler.middlewares.NetguardMiddleware": 50}
+# Opt-out list (crawler/optout.py): a file of domains and URLs, one a line, `#` comments. Every
+# spider rejects the videos it names (`opted_out: optout_list`) and no request reaches them.
+OPTOUT_PATH = _env("OPTOUT_PATH", "")
+# Sources (crawler/spiders/): the archives' API base URLs (tests point them at the local site).
+ARCHIVE_ORG_URL = _env("ARCHIVE_ORG_URL", "https://archive.org")
+ARCHIVE_ORG_ROWS = _env("ARCHIVE_ORG_ROWS", 100, int)  # identifiers per advanced-search page
+COMMONS_API_URL = _env("COMMONS_API_URL", "https://commons.wikimedia.org/w/api.php")
+COMMONS_LIMIT = _env("COMMONS_LIMIT", 50, int)  # files per API page (the API allows up to 50)
+# archive.org/download/<id>/<file> answers 302 to a storage node: media downloads follow redirects
+# (each hop passes netguard and the opt-out list again).
+MEDIA_ALLOW_REDIRECTS = True
+# URL lists (`scrapy crawl urls -a path=...`): rows per Redis payload, and how many payloads may
+# wait in `urls:start_urls` before the reading process pauses (bounds Redis and process memory).
+URLS_CHUNK_ROWS = _env("URLS_CHUNK_ROWS", 500, int)
+URLS_MAX_PENDING_CHUNKS = _env("URLS_MAX_PENDING_CHUNKS", 64, int)
+WEB_SITEMAP_MAX_BYTES = _env("WEB_SITEMAP_MAX_BYTES", 50 * 1024 * 1024, int)  # the protocol's cap
 # Prometheus endpoint of a spider process (crawler/metrics.py): off while METRICS_PORT is 0.
 # METRICS_HOST is the bind address (0.0.0.0 in a container); `work --metrics-host` defaults to it.
 METRICS_PORT = _env("METRICS_PORT", 0, int)
@@ -75,6 +119,12 @@ EXTENSIONS = {"crawler.metrics.MetricsExtension": 500}
 # --- downloads and media -------------------------------------------------------------------
 FILES_STORE = _env("FILES_STORE", str(Path(DATA_DIR) / "videos"))
 MEDIA_MAX_BYTES = _env("MEDIA_MAX_BYTES", 1024 * 1024 * 1024, int)  # abort mid-transfer past this
+# Direct downloads stream to disk (pipelines/fetch.py): this many at once (and at most
+# CONCURRENT_REQUESTS_PER_DOMAIN per host), each holding one 64 KiB read in memory.
+MEDIA_CONCURRENT_DOWNLOADS = _env("MEDIA_CONCURRENT_DOWNLOADS", 16, int)
+MEDIA_MAX_REDIRECTS = _env("MEDIA_MAX_REDIRECTS", 10, int)  # hops, each checked by netguard again
+# Frames above this many pixels are refused before any decode (a 16000x16000 frame is ~1 GB as RGB).
+MEDIA_MAX_PIXELS = _env("MEDIA_MAX_PIXELS", 7680 * 4320, int)  # 8K UHD
 MEDIA_MAX_DURATION = _env("MEDIA_MAX_DURATION", 4 * 3600, float)  # seconds; longer is rejected
 MEDIA_MIN_DURATION = _env("MEDIA_MIN_DURATION", 1.0, float)
 MEDIA_MIN_WIDTH = _env("MEDIA_MIN_WIDTH", 64, int)
@@ -96,7 +146,14 @@ PROCESSING_BATCH_SIZE = _env("PROCESSING_BATCH_SIZE", 8, int)
 PROCESSING_FRAMES_PER_VIDEO = _env("PROCESSING_FRAMES_PER_VIDEO", 8, int)
 PROCESSING_MAX_ATTEMPTS = _env("PROCESSING_MAX_ATTEMPTS", 3, int)  # then dead-lettered
 PROCESSING_CLAIM_IDLE_MS = _env("PROCESSING_CLAIM_IDLE_MS", 60_000, int)
-# Replace stage classes: "frames=my.module:MyFrames,labels=..." (names: frames, embed, neardup, labels)
+# Deadline of every per-video step on the decode and model actors (decode, model calls,
+# labelers), in seconds per video of the batch (0: none). A step past it is abandoned: its
+# actor is killed and restarted, the batch's videos run the step again one by one, and a video
+# that overruns alone is recorded `failed` with code `timeout` at that stage.
+PROCESSING_STEP_TIMEOUT = _env("PROCESSING_STEP_TIMEOUT", 120.0, float)
+# The workers' decode (processing/stages/frames.py) refuses frames above MEDIA_MAX_PIXELS too,
+# from the stream's width x height before decoding, with code `too_large`.
+# Replace stage classes: "frames=my.module:MyFrames,labels=..." (names: frames, scenes, embed, neardup, labels)
 PROCESSING_STAGES = _env("PROCESSING_STAGES", "")
 EMBED_MODEL = _env("EMBED_MODEL", "efficientnet-lite0")
 # Near-dup: cosine a sampled frame needs with a kept video's frame to vote for it (measured on
@@ -106,6 +163,10 @@ EMBED_MODEL = _env("EMBED_MODEL", "efficientnet-lite0")
 NEARDUP_THRESHOLD = _env("NEARDUP_THRESHOLD", 0.80, float)
 NEARDUP_MIN_MATCH = _env("NEARDUP_MIN_MATCH", 0.5, float)
 NEARDUP_APPROX_THRESHOLD = _env("NEARDUP_APPROX_THRESHOLD", 200_000, int)  # vectors; then HNSW
+# Which layers decide a near-duplicate (`work --dedup-method`): "both" (the hash proposes, the frames
+# confirm; else the frames), "phash" (the hash alone, within PHASH_MAX_DISTANCE bits) or
+# "embedding" (frames alone, NEARDUP_THRESHOLD). `--phash-threshold` / `--embedding-threshold` set those.
+DEDUP_METHOD = _env("DEDUP_METHOD", "both")
 # Labelers (comma-separated; defaults run offline on packaged models) and opt-in models.
 LABELERS = _env("LABELERS", "imagenet,ocr,nsfw,faces,speech")
 CLIP_MODEL = _env("CLIP_MODEL", "")  # local folder or hub id: clip_tags labeler
@@ -113,6 +174,10 @@ CLIP_TAGS_VOCABULARY = _env("CLIP_TAGS_VOCABULARY", "")  # comma-separated; empt
 CAPTION_MODEL = _env("CAPTION_MODEL", "")  # BLIP: caption labeler
 ASR_MODEL = _env("ASR_MODEL", "")  # Whisper: transcript labeler
 EMBED_PRECISION = _env("EMBED_PRECISION", "auto")  # auto | fp32 | bf16 | fp16
+# Scenes (processing/stages/scenes.py): a cut where FFmpeg's scene score (0..1) passes this;
+# scenes shorter than SCENES_MIN_SECONDS are merged into the one before.
+SCENES_THRESHOLD = _env("SCENES_THRESHOLD", 0.3, float)
+SCENES_MIN_SECONDS = _env("SCENES_MIN_SECONDS", 0.5, float)
 
 # --- catalogue and search ----------------------------------------------------------------
 CATALOGUE_PATH = _env("CATALOGUE_PATH", str(Path(DATA_DIR) / "catalogue.sqlite"))
@@ -154,6 +219,7 @@ SEARCH_SOCKET_TIMEOUT = _env("SEARCH_SOCKET_TIMEOUT", 30.0, float)
 
 # --- item pipelines, in order -----------------------------------------------------------
 ITEM_PIPELINES = {
+    "pipelines.takedowns.TakedownPipeline": 50,  # `forget` tombstones: refused before any download
     "pipelines.download.DownloadPipeline": 100,
     "pipelines.dedup.DedupPipeline": 200,
     "pipelines.probe.ProbePipeline": 300,

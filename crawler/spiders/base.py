@@ -7,12 +7,16 @@ import time
 import warnings
 from typing import Any
 
-from scrapy import signals
+import redis
+from scrapy import Request, signals
 from scrapy.exceptions import DontCloseSpider, ScrapyDeprecationWarning
+from scrapy.utils.misc import load_object
 from scrapy_redis.spiders import RedisSpider
 
 from crawler.items import VideoItem
 from crawler.keys import RedisKeys
+from crawler.optout import LISTED, OPTED_OUT, OptOutList
+from crawler.queue import UNRECORDED_META, Leases, LeasingScheduler, Sightings
 
 # scrapy-redis 0.9.1 still passes `spider=` to the stats collector; the warning is theirs.
 warnings.filterwarnings("ignore", category=ScrapyDeprecationWarning, module=r"scrapy_redis\.")
@@ -33,12 +37,20 @@ class RedisBaseSpider(RedisSpider):
     Subclasses implement ``make_start_request(url, meta)``. Videos already seen by any process
     on this Redis (``<name>:videos_seen``, a set of URLs, kept like the dupefilter and flushed
     with it by ``SCHEDULER_FLUSH_ON_START``) are not yielded twice: see ``first_sighting``.
-    Stats are counted under ``spiders/<name>/...``.
+    Stats are counted under ``spiders/<name>/...``. The opt-out list (``OPTOUT_PATH``,
+    crawler/optout.py) applies to every spider here: listed start URLs are skipped and
+    ``emit`` rejects listed videos as ``opted_out: optout_list``.
 
     Like the scrapy-redis dupefilter (``SCHEDULER_PERSIST``), this memory outlives the run: a
     second run on the same Redis yields only what is new; ``-s SCHEDULER_FLUSH_ON_START=1``
-    forgets it and crawls everything again. A process that dies loses the requests it had
-    popped (scrapy-redis is at-most-once); the videos it had seen are not yielded again.
+    forgets it and crawls everything again.
+
+    At least once (crawler/queue.py): start payloads and requests are leased, not popped and
+    forgotten; a sighting (and the download claim, ``pipelines.claims.SeenIndex``) stays
+    pending, with this process as owner, until its item is through the item pipelines and, when
+    the hand-off pipeline runs, in the ledger. An item the ledger lacks frees its claims and has
+    its request handed back, so a killed process or an outage never leaves a video "seen" but
+    never recorded.
     """
 
     start_arg = "url"  # the -a argument that pushes a start payload
@@ -53,8 +65,10 @@ class RedisBaseSpider(RedisSpider):
     def from_crawler(cls, crawler, *args, **kwargs):
         spider = super().from_crawler(crawler, *args, **kwargs)
         spider.seen_key = RedisKeys.videos_seen(spider.name)
+        spider._setup_leases(crawler)
+        spider.optout = OptOutList.from_settings(crawler.settings)
         if crawler.settings.getbool("SCHEDULER_FLUSH_ON_START"):
-            spider.server.delete(spider.seen_key)
+            spider.sightings.clear()
         if spider.start_value:
             payload = {"url": spider.start_payload_url(spider.start_value), "meta": spider.start_meta}
             spider.server.rpush(spider.redis_key, json.dumps(payload))
@@ -94,14 +108,47 @@ class RedisBaseSpider(RedisSpider):
         if not url:
             self.count("bad_payload")
             return []
+        if self.optout.match(url):
+            self.count("opted_out_starts")
+            self.logger.info("start URL on the opt-out list, skipped: %s", url[:200])
+            return []
         self.count("start_payloads")
         return self.make_start_request(url, dict(meta))
 
+    def next_requests(self):
+        """Requests for a batch of start payloads, each leased until its requests are queued."""
+        if self.start_leases is None:  # start URLs kept as a set / sorted set: scrapy-redis' pop
+            yield from super().next_requests()
+            return
+        try:
+            taken = self.start_leases.take(self.redis_batch_size)
+        except redis.RedisError:
+            return  # paused: the outage is logged once by crawler.connection
+        for lease_id, data in taken:
+            try:
+                made = self.make_request_from_data(data)
+                made = [made] if isinstance(made, Request) else list(made or [])
+            except Exception:  # noqa: BLE001 - one bad payload must not stop the others
+                self.logger.exception("start payload failed: %r", data[:200])
+                self.count("bad_payload")
+                made = []
+            yield from made  # each one is in the Redis queue when the engine asks for the next
+            try:
+                self.start_leases.ack([lease_id])
+            except redis.RedisError:
+                pass  # handed back on close or when it lapses: its start runs twice, harmlessly
+
     def spider_idle(self):
-        """Pull more starts from Redis; close after ``max_idle_time`` s without any activity."""
-        if self.server is not None and self.count_size(self.redis_key) > 0:
-            self.spider_idle_start_time = time.time()
-        self.schedule_next_requests()
+        """Pull more starts from Redis; close after ``max_idle_time`` s without any activity.
+
+        Work leased by any process counts as activity (a killed process's leases come back).
+        """
+        try:
+            if self.server is not None and (self.count_size(self.redis_key) > 0 or self._leases_outstanding()):
+                self.spider_idle_start_time = time.time()
+            self.schedule_next_requests()
+        except redis.RedisError:
+            raise DontCloseSpider from None  # paused until Redis answers (logged once)
         if self.max_idle_time and time.time() - self.spider_idle_start_time >= self.max_idle_time:
             return
         raise DontCloseSpider
@@ -115,10 +162,71 @@ class RedisBaseSpider(RedisSpider):
 
     def first_sighting(self, url: str) -> bool:
         """True the first time any process on this Redis sees the video ``url``."""
-        return bool(self.server.sadd(self.seen_key, url))
+        return self.first_sightings([url])[0]
+
+    def first_sightings(self, urls: list[str]) -> list[bool]:
+        """``first_sighting`` for many URLs in one round trip (claims pending until recorded)."""
+        if not urls:
+            return []
+        try:
+            fresh = self.sightings.first(urls)
+        except redis.RedisError:  # Redis away past the retry: yield; the claims downstream decide
+            fresh = [True] * len(urls)
+        self._sighted.update(url for url, new in zip(urls, fresh) if new)
+        return fresh
+
+    # -- at least once (crawler/queue.py) ------------------------------------------------------
+    def _setup_leases(self, crawler) -> None:
+        """Sightings and download claims owned by this process; start payloads leased."""
+        from pipelines.claims import SeenIndex  # the download claims, settled here with the item
+
+        s = crawler.settings
+        keys = RedisKeys.from_settings(s)
+        claim_seconds = s.getfloat("CRAWL_CLAIM_SECONDS", 3600.0)
+        self.sightings = Sightings(self.server, self.name, keys, ttl=claim_seconds)
+        self.download_claims = SeenIndex(self.server, keys, ttl=claim_seconds)
+        self.ledger_key = keys.ledger
+        # with the hand-off pipeline in use, an item is through once the ledger has its URL
+        pipelines = s.getwithbase("ITEM_PIPELINES")
+        self.ledger_required = any(str(getattr(p, "__qualname__", p)).endswith("HandoffPipeline")
+                                   for p, order in pipelines.items() if order is not None)  # fmt: skip
+        leasing = issubclass(load_object(s.get("SCHEDULER")), LeasingScheduler)
+        as_list = not (s.getbool("REDIS_START_URLS_AS_SET") or s.getbool("REDIS_START_URLS_AS_ZSET"))
+        self.start_leases = (Leases(self.server, self.redis_key, "list", ttl=s.getfloat("CRAWL_LEASE_SECONDS", 60.0))
+                             if leasing and as_list else None)  # fmt: skip
+        self._sighted: set[str] = set()
+        for signal in (signals.item_scraped, signals.item_dropped, signals.item_error):
+            crawler.signals.connect(self._item_through, signal=signal)
+
+    def _leases_outstanding(self) -> bool:
+        queue = (self.settings.get("SCHEDULER_QUEUE_KEY") or "%(spider)s:requests") % {"spider": self.name}
+        keys = [RedisKeys.leased(queue)] + ([self.start_leases.zkey] if self.start_leases else [])
+        return any(self.server.zcard(key) for key in keys)
+
+    def _item_through(self, item, response=None, failure=None, **kwargs):
+        """An item left the pipelines: settle its claims; if the ledger lacks it, hand its request back."""
+        if not isinstance(item, VideoItem):
+            return
+        try:
+            recorded = failure is None and (
+                not self.ledger_required or bool(self.server.hexists(self.ledger_key, item.url)))  # fmt: skip
+            if item.url in self._sighted:
+                self.sightings.settle(item.url, recorded)
+            self.download_claims.settle(item, recorded)
+        except redis.RedisError:
+            recorded = False  # the claims lapse with this process or their expiry
+        self._sighted.discard(item.url)
+        if not recorded:
+            self.count("items_unrecorded")
+            request = getattr(response, "request", None)
+            if request is not None:
+                request.meta[UNRECORDED_META] = True
 
     def emit(self, item: VideoItem) -> VideoItem:
-        """Count an item by outcome before it is yielded."""
+        """Reject it if the opt-out list names its URL or page; count it by outcome; return it."""
+        if item.download_via != "local" and not item.errors.get("crawl", "").startswith(OPTED_OUT):
+            if self.optout.match(item.url) or self.optout.match(item.page_url):
+                item.reject("crawl", OPTED_OUT, LISTED)  # the last word, over a refusal or a failure
         self.count("items")
         if item.errors:
             for stage, error in item.errors.items():

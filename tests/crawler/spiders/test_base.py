@@ -12,10 +12,10 @@ from tests.conftest import PYTHON, ROOT, project_env
 from tests.crawler.spiders.conftest import by_path, crawl
 
 
-def test_scrapy_list_names_the_three_spiders():
+def test_scrapy_list_names_every_source():
     proc = subprocess.run([PYTHON, "-m", "scrapy", "list"], cwd=ROOT, env=project_env(),
                           capture_output=True, text=True, timeout=60)  # fmt: skip
-    assert proc.stdout.split() == ["local", "web", "ytdlp"], proc.stderr[-2000:]
+    assert proc.stdout.split() == ["archive_org", "commons", "local", "urls", "web", "ytdlp"], proc.stderr[-2000:]
 
 
 @pytest.mark.slow

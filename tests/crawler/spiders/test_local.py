@@ -1,4 +1,4 @@
-"""LocalSpider in a real `scrapy crawl local` process: videos found by content, hostile names."""
+"""LocalSpider in a real `scrapy crawl local` process: videos found by content, every other file recorded, hostile names."""
 
 import shutil
 from pathlib import Path
@@ -24,14 +24,20 @@ def test_local_spider_finds_videos_by_content_with_hostile_names(tmp_path, media
     (root / "sub dir" / "loop").symlink_to(root, target_is_directory=True)
 
     items, _, log = crawl(tmp_path, "local", "-a", f"path={root}", REDIS_URL=redis_url)
-    paths = {i["path"] for i in items}
-    assert paths == {str(root / n) for n in names + ["fake.mp4"]}
+    # every file has an item: the videos to probe, and the others already decided (recorded)
+    decided = {Path(i["path"]).name: (i["status"], i["errors"]) for i in items if i["status"] != "new"}
+    assert decided == {"notes.txt": ("rejected", {"crawl": "not_a_video: no video container or extension"}),
+                       "empty.bin": ("failed", {"crawl": "empty_file: 0 bytes"})}  # fmt: skip
+    videos = [i for i in items if i["status"] == "new"]
+    assert {i["path"] for i in videos} == {str(root / n) for n in names + ["fake.mp4"]}
     for item in items:
-        assert (item["source"], item["download_via"], item["status"]) == ("local", "local", "new")
+        assert (item["source"], item["download_via"]) == ("local", "local")
         assert item["title"] == Path(item["path"]).stem
         assert Path(unquote(urlsplit(item["url"]).path)) == Path(item["path"])
         assert item["url"].startswith("file:///")
-    assert "'spiders/local/skipped/not_video': 2" in log
+    assert "'spiders/local/skipped/not_a_video': 1" in log
+    assert "'spiders/local/skipped/empty_file': 1" in log
+    assert "'spiders/local/skipped/folder_symlinks': 1" in log
     assert "'spiders/local/sniffed/by_extension': 1" in log
 
     # a second run on the same Redis yields only what is new
