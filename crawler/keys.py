@@ -50,6 +50,12 @@ class RedisKeys:
         """Hash: stream entry id -> the last error of a failed delivery (shown if dead-lettered)."""
         return f"{self.prefix}:videos:errors"
 
+    @property
+    def stream_attempts(self) -> str:
+        """Hash: stream entry id -> how many of its deliveries failed with a real error (not
+        counting deliveries abandoned by a dead worker); ``PROCESSING_MAX_ATTEMPTS`` caps it."""
+        return f"{self.prefix}:videos:attempts"
+
     group: str = STREAM_GROUP
 
     # --- crawl state -----------------------------------------------------------------------
@@ -73,6 +79,24 @@ class RedisKeys:
         """Hash: sha256 hex -> the first URL whose bytes had it."""
         return f"{self.prefix}:sha256"
 
+    @property
+    def owners(self) -> str:
+        """Sorted set: crawl process id -> when its heartbeat lapses (ms); see crawler/queue.py."""
+        return f"{self.prefix}:owners"
+
+    def copies(self, video_id: str) -> str:
+        """Hash: URL (or path) -> JSON provenance of every other place the video was found:
+        byte-identical copies (written by the crawl's dedup) and near-duplicates with their
+        copies (written by the workers); merged into the video's document as ``copies``."""
+        return f"{self.prefix}:copies:{video_id}"
+
+    @property
+    def forgotten(self) -> str:
+        """Hash of takedown tombstones (``python -m processing forget``): ``url:<url key>``,
+        ``id:<video_id>``, ``domain:<domain>`` -> JSON ``{"at", "video_id", "reason"}``; the
+        crawl rejects what they name as ``opted_out: forgotten``."""
+        return f"{self.prefix}:forgotten"
+
     # --- workers ---------------------------------------------------------------------------
     def rate_minute(self, epoch_minute: int | str) -> str:
         """Hash of outcome counts for one minute (``status`` rates)."""
@@ -90,5 +114,25 @@ class RedisKeys:
 
     @staticmethod
     def videos_seen(spider: str) -> str:
-        """Set of video URLs a spider has already yielded (kept like the dupefilter)."""
+        """Set of video URLs a spider has yielded and the ledger recorded (kept like the dupefilter)."""
         return f"{spider}:videos_seen"
+
+    @staticmethod
+    def videos_pending(spider: str) -> str:
+        """Hash: video URL yielded but not yet recorded -> ``pending:<owner>:<expiry ms>:<token>``."""
+        return f"{spider}:videos_seen:pending"
+
+    @staticmethod
+    def requests(spider: str) -> str:
+        """scrapy-redis' request queue (a sorted set; ``SCHEDULER_QUEUE_KEY``)."""
+        return f"{spider}:requests"
+
+    @staticmethod
+    def leased(source: str) -> str:
+        """Sorted set: lease id -> expiry (ms) of what was popped from ``source`` and not yet acked."""
+        return f"{source}:leased"
+
+    @staticmethod
+    def leased_data(source: str) -> str:
+        """Hash: lease id -> what was popped from ``source`` (given back when the lease lapses)."""
+        return f"{source}:leased:data"

@@ -40,23 +40,28 @@ class ProcessingConfig:
     max_attempts: int
     claim_idle_ms: int
     stream_maxlen: int
+    step_timeout: float  # s per video of a batch, decode/model steps (runner.py); 0: none
     # pools (processing/runtime/pools.py)
     num_workers: int  # decode actors; 0: one per free core
     batch_size: int
     num_gpus: int
     # stages (processing/stages/*.py)
     frames_per_video: int
+    max_pixels: int  # frames above it are refused before decoding (frames.py)
     embed_model: str
     embed_precision: str
     neardup_threshold: float
     neardup_min_match: float
     neardup_approx_threshold: int
     phash_max_distance: int
+    dedup_method: str  # "both", "phash" or "embedding" (processing/stages/neardup.py)
     labelers: tuple[str, ...]
     clip_model: str
     clip_tags_vocabulary: tuple[str, ...]
     caption_model: str
     asr_model: str
+    scenes_threshold: float
+    scenes_min_seconds: float
     stages: dict[str, str]  # step name -> "module:Class" (processing/pipeline.py)
     # runtime options of `python -m processing work` (no setting)
     model_workers: int = 0  # model actors (embed + labels); 0: one per GPU, or 1 on the CPU
@@ -82,20 +87,25 @@ class ProcessingConfig:
             max_attempts=source.PROCESSING_MAX_ATTEMPTS,
             claim_idle_ms=source.PROCESSING_CLAIM_IDLE_MS,
             stream_maxlen=source.STREAM_MAXLEN,
+            step_timeout=source.PROCESSING_STEP_TIMEOUT,
             num_workers=source.PROCESSING_NUM_WORKERS,
             batch_size=source.PROCESSING_BATCH_SIZE,
             frames_per_video=source.PROCESSING_FRAMES_PER_VIDEO,
+            max_pixels=source.MEDIA_MAX_PIXELS,
             embed_model=source.EMBED_MODEL,
             embed_precision=source.EMBED_PRECISION,
             neardup_threshold=source.NEARDUP_THRESHOLD,
             neardup_min_match=source.NEARDUP_MIN_MATCH,
             neardup_approx_threshold=source.NEARDUP_APPROX_THRESHOLD,
             phash_max_distance=source.PHASH_MAX_DISTANCE,
+            dedup_method=getattr(source, "DEDUP_METHOD", "both"),
             labelers=_names(source.LABELERS),
             clip_model=source.CLIP_MODEL,
             clip_tags_vocabulary=_names(source.CLIP_TAGS_VOCABULARY),
             caption_model=source.CAPTION_MODEL,
             asr_model=source.ASR_MODEL,
+            scenes_threshold=source.SCENES_THRESHOLD,
+            scenes_min_seconds=source.SCENES_MIN_SECONDS,
             stages=stage_targets(source.PROCESSING_STAGES),
             metrics_host=source.METRICS_HOST,
         )
@@ -116,12 +126,19 @@ class ProcessingConfig:
         missing = [s for s in STEP_NAMES if not self.stages.get(s)]
         if missing:
             raise ValueError(f"stages must name a class for {missing}, got {self.stages!r}")
-        for name in ("batch_size", "frames_per_video", "max_attempts", "claim_idle_ms", "stream_maxlen"):
+        if not isinstance(self.step_timeout, (int, float)) or self.step_timeout < 0:
+            raise ValueError(f"step_timeout must be >= 0 seconds (0: none), got {self.step_timeout!r}")
+        for name in ("batch_size", "frames_per_video", "max_attempts", "claim_idle_ms", "stream_maxlen",
+                     "max_pixels"):
             value = getattr(self, name)
             if not isinstance(value, int) or value < 1:
                 raise ValueError(f"{name} must be a positive integer, got {value!r}")
         if not 0.0 < self.neardup_threshold <= 1.0:
             raise ValueError(f"neardup_threshold must be in (0, 1], got {self.neardup_threshold!r}")
+        if self.dedup_method not in ("both", "phash", "embedding"):
+            raise ValueError(f"dedup method must be phash, embedding or both, got {self.dedup_method!r}")
+        if not isinstance(self.phash_max_distance, int) or not -1 <= self.phash_max_distance <= 64:
+            raise ValueError(f"phash threshold must be a number of bits in 0..64 (-1: off), got {self.phash_max_distance!r}")
 
     @property
     def keys(self) -> RedisKeys:

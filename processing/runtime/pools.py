@@ -25,12 +25,16 @@ log = logging.getLogger(__name__)
 
 
 class StageHost:
-    """Hosts one pool's stages in one process; ``run(name, batch)`` processes a batch."""
+    """Hosts one pool's stages in one process; ``run(name, batch)`` processes a batch.
 
-    def __init__(self, stage_targets: dict[str, str], cfg: ProcessingConfig):
+    ``overrides``: step name -> constructor arguments the runtime adds (the neardup step gets
+    ``index``, the shared index actor's handle: processing/runtime/index.py).
+    """
+
+    def __init__(self, stage_targets: dict[str, str], cfg: ProcessingConfig, overrides: dict | None = None):
         self.stages: dict[str, Stage] = {}
         for name, target in stage_targets.items():
-            stage = load_stage_class(target).from_config(cfg)
+            stage = load_stage_class(target).from_config(cfg, **(overrides or {}).get(name, {}))
             stage.setup()
             self.stages[name] = stage
 
@@ -69,8 +73,8 @@ def pool_stages(cfg: ProcessingConfig, pool: str) -> dict[str, str]:
 
 
 def pool_sizes(cfg: ProcessingConfig) -> dict[str, int]:
-    """Actors per pool (the pools of pipeline.POOLS): decode and model as configured; ONE
-    near-dup actor owns the index."""
+    """Actors per pool (the pools of pipeline.POOLS): decode and model as configured; one
+    near-dup actor per driver (it turns works into candidates for the shared index actor)."""
     return {"decode": cfg.num_workers, "model": cfg.model_workers, "neardup": 1}
 
 
@@ -82,19 +86,25 @@ def pool_resources(cfg: ProcessingConfig, pool: str) -> Resources:
     return Resources(num_cpus=max(r.num_cpus for r in declared), num_gpus=gpus)
 
 
-def start_pools(cfg: ProcessingConfig, timeout_s: float = 600.0) -> dict[str, Pool]:
+def start_pools(cfg: ProcessingConfig, timeout_s: float = 600.0, *, index=None, shared: bool = False) -> dict[str, Pool]:
     """Create the three pools sized by ``cfg`` and wait until every actor has set up.
 
     CPU requests are scaled down (with a warning) when the cluster has fewer CPUs than
-    asked for, so actors never wait forever for a core. Raises RuntimeError when a stage
-    cannot be built or set up (a missing model, bad config): nothing would succeed.
+    asked for, so actors never wait forever for a core; ``shared``: the machine's local Ray
+    that other drivers may be using too (processing/runtime/localray.py): scaled to the CPUs
+    still free (possibly to none: the OS shares the cores, as it did between separate Rays).
+    ``index``: the shared near-dup index (processing/runtime/index.py), handed to the neardup
+    stage. Raises RuntimeError when a stage cannot be built or set up (a missing model, bad
+    config): nothing would succeed.
     """
     sizes = pool_sizes(cfg)
     res = {p: pool_resources(cfg, p) for p in sizes}
     wanted = sum(res[p].num_cpus * n for p, n in sizes.items())
     have = ray.cluster_resources().get("CPU", 0.0)
+    if shared:
+        have = max(0.0, min(have, ray.available_resources().get("CPU", 0.0)))
     scale = 1.0
-    if wanted > have > 0:
+    if wanted > have >= 0 and (have > 0 or shared):
         scale = have / wanted
         log.warning("%d actors want %.1f CPUs, the cluster has %.1f: CPU requests scaled by %.2f",
                     sum(sizes.values()), wanted, have, scale)
@@ -106,7 +116,8 @@ def start_pools(cfg: ProcessingConfig, timeout_s: float = 600.0) -> dict[str, Po
         opts = {"num_cpus": cpus, "num_gpus": r.num_gpus,
                 "max_restarts": -1, "max_task_retries": 0}  # fmt: skip
         targets = pool_stages(cfg, pool)
-        actors = [actor_cls.options(name=None, **opts).remote(targets, cfg) for _ in range(n)]
+        overrides = {"neardup": {"index": index}} if index is not None and "neardup" in targets else {}
+        actors = [actor_cls.options(name=None, **opts).remote(targets, cfg, overrides) for _ in range(n)]
         pools[pool] = Pool(pool, actors, list(actors))
     try:
         _wait_ready(pools, timeout_s)

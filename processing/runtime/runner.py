@@ -3,7 +3,8 @@
 One driver process reads batches from the stream (only while fewer than ``max_inflight``
 batches are in flight: back-pressure whatever the stream's length), moves each batch
 through the steps of processing/pipeline.py (frames on the decode pool -> embed on the
-model pool -> neardup on the one neardup actor -> labels on the model pool), handing Ray
+model pool -> neardup on this driver's neardup actor, which asks the one index actor every
+driver shares, processing/runtime/index.py -> labels on the model pool), handing Ray
 object refs from step to step so decoded frames stay in Ray's object store, then writes the
 documents and the stages' counters, records the ledger and XACKs. The driver
 waits on refs without fetching them, so a model actor is handed the next decoded batch as
@@ -11,10 +12,22 @@ soon as it is free; it never waits for a decode it does not need.
 
 A batch that fails as a whole (an actor died, a stage raised, the catalogue refused the
 write) is not acked: its error is noted and each of its entries is tried again on its own
-after a short back-off (so one bad entry cannot sink its neighbours), and an entry that has
-failed ``max_attempts`` times is dead-lettered. SIGINT/SIGTERM stop reading; in-flight
-batches finish first (a second signal stops at once; unacked entries are then reclaimed by
-another worker after ``claim_idle_ms``).
+after a short back-off (so one bad entry cannot sink its neighbours). Only the failure of an
+entry alone counts as one of its attempts, and an entry that has failed ``max_attempts``
+times is dead-lettered; entries left behind by a dead driver are taken over by another one
+at no cost (processing/runtime/stream.py).
+
+Every step on the decode and model pools has a deadline: ``step_timeout`` seconds per video
+of the batch. A step past it is abandoned: its actor is killed and restarted, and the
+batch's videos run that step again one by one; a video that overruns alone is recorded
+``failed`` with code ``timeout`` at that stage and goes on to the catalogue, so its
+neighbours carry on. (The near-dup actor has no deadline: it owns the index, and its
+per-video work is an in-memory lookup.)
+
+SIGINT/SIGTERM stop reading; in-flight batches finish first (a second signal stops at once;
+unacked entries are then reclaimed by another worker after ``claim_idle_ms``). The local Ray
+a driver starts is stopped on every exit, and a watchdog stops it when the driver is killed
+(processing/runtime/reaper.py).
 """
 
 from __future__ import annotations
@@ -37,8 +50,11 @@ from processing.config import ProcessingConfig
 from processing.pipeline import STEPS
 from processing.runtime.metrics import WorkerMetrics
 from processing.runtime.pools import Pool, start_pools, stop_pools
+from processing.runtime import localray
+from processing.runtime.index import SharedIndex
 from processing.runtime.progress import Progress
-from processing.runtime.stream import Delivery, WorkStream
+from processing.runtime.reaper import RayReaper
+from processing.runtime.stream import Delivery, WorkStream, requeue
 from processing.runtime.writer import CatalogueWriter
 from processing.work import Work, WorkBatch
 
@@ -47,6 +63,8 @@ log = logging.getLogger(__name__)
 ROOT = Path(__file__).resolve().parents[2]  # the repository: shipped to a cluster as the job's code
 UPLOAD_EXCLUDES = [".git", ".venv", "data", "tests/data", "bench/data", "__pycache__", "*.sqlite"]
 RETRY_DELAY_S = 1.0  # first back-off of a failed batch's entries; doubles per attempt, max 30 s
+UNTIMED_POOLS = ("neardup",)  # pools whose steps have no deadline (see the module docstring)
+_reapers: list[RayReaper] = []  # watchdogs of the local Ray this process started
 
 
 def init_ray(cfg: ProcessingConfig) -> bool:
@@ -54,7 +72,9 @@ def init_ray(cfg: ProcessingConfig) -> bool:
 
     ``cfg.ray_address`` (or ``RAY_ADDRESS``, as ``ray job submit`` sets it) joins a cluster;
     with an explicit address the project's code is shipped to the cluster as the job's
-    working dir. Otherwise a local Ray sized to this machine is started.
+    working dir. Otherwise this driver joins the machine's shared local Ray of its DATA_DIR,
+    started for it if none runs (processing/runtime/localray.py: every driver on one machine
+    must reach the one near-dup index actor).
     """
     if ray.is_initialized():
         return False
@@ -65,9 +85,21 @@ def init_ray(cfg: ProcessingConfig) -> bool:
         ray.init(address=cfg.ray_address, runtime_env=runtime_env, **common)
     elif os.environ.get("RAY_ADDRESS"):
         ray.init(**common)  # inside `ray job submit`: the job's runtime env applies
-    else:
-        ray.init(num_cpus=os.cpu_count() or 1, num_gpus=cfg.num_gpus, **common)
+    else:  # its keeper runs the RayReaper watchdog (processing/runtime/reaper.py)
+        localray.join(cfg.data_dir, num_gpus=cfg.num_gpus, dashboard=cfg.ray_dashboard, log_to_driver=cfg.ray_logs)
     return True
+
+
+def shutdown_ray() -> None:
+    """``ray.shutdown()``, then the watchdog of a local Ray stops whatever it left behind."""
+    if localray.joined():
+        localray.leave()  # the keeper stops the shared local Ray once its last driver left
+        return
+    try:
+        ray.shutdown()
+    finally:
+        while _reapers:
+            _reapers.pop().close()
 
 
 @dataclass(eq=False)
@@ -79,6 +111,8 @@ class InFlight:
     ref: ray.ObjectRef | None = None  # the WorkBatch the last finished step returned
     actor: object = None
     pool: str | None = None
+    deadline: float | None = None  # when the running step is abandoned (monotonic clock)
+    started: float = 0.0  # when the running step was handed to its actor
 
     @property
     def ids(self) -> list[str]:
@@ -134,7 +168,8 @@ class Runner:
         self.client = client or get_redis()
         self.catalogue = catalogue or open_catalogue()
         self.stream = WorkStream.from_config(self.client, cfg, consumer=consumer)
-        self.writer = CatalogueWriter(self.catalogue, self.client, cfg.keys)
+        self.writer = CatalogueWriter(self.catalogue, self.client, cfg.keys,
+                                      relabel=lambda item: requeue(self.client, cfg, item))  # fmt: skip
         self.retry_delay_s = retry_delay_s
         self.stats = RunStats()
         self.metrics = metrics  # Prometheus series (work --metrics-port), fed as batches finish
@@ -174,9 +209,14 @@ class Runner:
             for sig in (signal.SIGINT, signal.SIGTERM):
                 old_handlers[sig] = signal.signal(sig, self._on_signal)
         pools: dict[str, Pool] = {}
+        index, driver = None, f"{self.stream.consumer}"
         try:
             self.stream.ensure_group()
-            pools = start_pools(self.cfg)
+            index = SharedIndex.for_config(self.cfg)  # one near-dup decision for every driver
+            if index is not None:
+                log.info("near-dup index %s: %s", index.name, index.attach(driver))
+            self.writer.index = index
+            pools = start_pools(self.cfg, index=index, shared=localray.joined())
             if self.metrics and "model" in pools:
                 self.metrics.set_model_actors(len(pools["model"].actors))
             self._loop(pools)
@@ -186,11 +226,13 @@ class Runner:
                 signal.signal(sig, handler)
             if pools:
                 stop_pools(pools)
+            if index is not None:
+                index.detach(driver)
             self._safe(self.stream.leave)
             if self.progress:
                 self.progress.close()
             if started:
-                ray.shutdown()
+                shutdown_ray()
         return self.stats
 
     def _loop(self, pools: dict[str, Pool]) -> None:
@@ -261,6 +303,7 @@ class Runner:
                 flight.waiting[batch.step].append(batch)
             else:
                 self._finish(batch, flight.retries)
+        self._expire(flight, pools)
 
     def _submit(self, batch: InFlight, pool: Pool) -> ray.ObjectRef:
         actor = pool.idle.pop()
@@ -269,7 +312,61 @@ class Runner:
         else:
             arg = batch.ref  # resolved by Ray in the actor's process, never fetched here
         batch.actor, batch.pool = actor, pool.name
+        batch.started = time.monotonic()
+        timed = self.cfg.step_timeout > 0 and pool.name not in UNTIMED_POOLS
+        batch.deadline = batch.started + self.cfg.step_timeout * len(batch.deliveries) if timed else None
         return actor.run.remote(STEPS[batch.step].name, arg, last=batch.step == len(STEPS) - 1)
+
+    # -- deadlines ------------------------------------------------------------------------------
+    def _expire(self, flight: Flight, pools: dict[str, Pool]) -> None:
+        """Abandon every step past its deadline: kill its actor (Ray restarts it), then run the
+        step again on each video alone, or fail the video with ``timeout`` if it was alone."""
+        now = time.monotonic()
+        for ref, batch in list(flight.running.items()):
+            if batch.deadline is None or now < batch.deadline:
+                continue
+            del flight.running[ref]
+            name = STEPS[batch.step].name
+            log.warning("step %s of a batch of %d ran past its deadline (%.0f s); killing its actor",
+                        name, len(batch.ids), now - batch.started)  # fmt: skip
+            ray.kill(batch.actor, no_restart=False)
+            self._await_restart(batch.actor)
+            pools[batch.pool].idle.append(batch.actor)
+            try:
+                works, stats = self._step_input(batch)
+            except Exception as exc:  # noqa: BLE001 - the input is lost: retry the entries
+                self._failed(batch, exc, flight.retries)
+                continue
+            if len(works) > 1:  # which video hung is unknown: each runs the step alone
+                by_entry = {w.entry_id: w for w in works}
+                for i, d in enumerate(batch.deliveries):
+                    piece = InFlight([d], step=batch.step)
+                    if batch.step > 0:
+                        piece.ref = ray.put(WorkBatch([by_entry[d.entry_id]], stats if i == 0 else {}))
+                    flight.waiting[batch.step].appendleft(piece)
+                continue
+            (work,) = works
+            seconds = round(now - batch.started, 3)
+            work.item.fail(name, "timeout", f"no result after {seconds:.0f} s (PROCESSING_STEP_TIMEOUT "
+                                            f"{self.cfg.step_timeout:g} s per video)")  # fmt: skip
+            stats[name] = {"timeout": 1, "videos": 1, "seconds": seconds}
+            nxt = InFlight(batch.deliveries, step=batch.step + 1)
+            if nxt.step == len(STEPS):
+                work.release()
+            nxt.ref = ray.put(WorkBatch([work], stats))
+            if nxt.step < len(STEPS):
+                flight.waiting[nxt.step].append(nxt)  # later steps pass a failed video by
+            else:
+                self._finish(nxt, flight.retries)
+
+    @staticmethod
+    def _step_input(batch: InFlight) -> tuple[list[Work], dict]:
+        """The works a step was given (fetched from the object store after step 0) and the
+        counters of the steps before."""
+        if batch.step == 0:
+            return [Work(item=d.item, entry_id=d.entry_id) for d in batch.deliveries], {}
+        given: WorkBatch = ray.get(batch.ref)
+        return given.works, given.stats
 
     def _next_deliveries(self, retries: deque[Retry], idle: bool) -> list[Delivery] | None:
         """A due retry, else new or reclaimed entries; None when there is nothing to read.
@@ -342,7 +439,9 @@ class Runner:
         self.stats.failed_batches += 1
         if self.metrics:
             self.metrics.record_retry()
-        self._safe(lambda: self.stream.note_error(batch.ids, error))
+        # one of its attempts only when the entry was alone, and Redis was not what failed
+        counted = len(batch.ids) == 1 and not isinstance(cause, (redis.ConnectionError, redis.TimeoutError))
+        self._safe(lambda: self.stream.note_error(batch.ids, error, counted=counted))
         attempt = max(d.attempt for d in batch.deliveries)
         delay = min(self.retry_delay_s * 2 ** (attempt - 1), 30.0)
         for d in batch.deliveries:

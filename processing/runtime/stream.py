@@ -4,10 +4,16 @@ The crawl XADDs ``{"item": <VideoItem JSON>}`` onto ``RedisKeys.stream``. Worker
 through one consumer group (created from id 0 with MKSTREAM, so nothing queued before the
 first worker is missed). An entry stays pending until ``ack()``, which the runner calls only
 after the entry's document is in the catalogue. Entries that a consumer left pending longer
-than ``claim_idle_ms`` (it died, or its batch failed) are taken over with XAUTOCLAIM; each
-delivery is counted by Redis, and an entry delivered more than ``max_attempts`` times goes to
-the dead-letter stream with its last error instead of being tried again. Entries that cannot
-be an item at all (not JSON, no ``url``, no ``video_id``) are dead-lettered at once.
+than ``claim_idle_ms`` (it died, or its batch failed) are taken over with XAUTOCLAIM.
+
+Attempts are counted here, not by Redis: a delivery counts only when it failed with a real
+error (``note_error``: a stage raised, an actor crashed on it), in the ``stream_attempts``
+hash. A delivery abandoned by a dead worker (killed, OOM, machine gone) costs nothing, so kills
+never dead-letter an entry. An entry whose failures pass ``max_attempts`` goes to the
+dead-letter stream with its last error instead of being tried again; an entry delivered
+``max_attempts + EXTRA_DELIVERIES`` times without ever being acked (it seems to take its
+workers down with it) goes there as ``abandoned``. Entries that cannot be an item at all (not
+JSON, no ``url``, no ``video_id``) are dead-lettered at once.
 """
 
 from __future__ import annotations
@@ -31,6 +37,11 @@ from processing.config import ProcessingConfig
 log = logging.getLogger(__name__)
 
 ERROR_MAX_CHARS = 500  # what is kept of a raw error message in Redis
+# Deliveries beyond ``max_attempts`` after which an entry is dead-lettered as ``abandoned``
+# although it never failed for real: an entry that takes each worker down with it (a driver
+# OOM...) must not loop for ever. A kill costs an entry one or two deliveries: this is far
+# above what kills and restarts of a healthy fleet cost it.
+EXTRA_DELIVERIES = 20
 
 
 def _text(value) -> str:
@@ -44,13 +55,14 @@ def consumer_name() -> str:
 
 @dataclass
 class Delivery:
-    """One stream entry handed to this consumer, parsed, with its delivery count."""
+    """One stream entry handed to this consumer, parsed, with its attempt number."""
 
     entry_id: str
     item: VideoItem | None  # None for a poison entry
     raw: str  # the entry's "item" field as received (kept for the dead-letter stream)
-    attempt: int = 1  # times Redis has delivered it, this delivery included
+    attempt: int = 1  # earlier deliveries that failed with a real error, plus this one
     poison: str | None = None  # "reason_code: message" when the entry cannot be processed
+    delivered: int = 1  # times Redis has delivered it, this delivery included (kills too)
 
 
 def parse_entry(entry_id, fields: dict | None, attempt: int = 1) -> Delivery:
@@ -83,15 +95,20 @@ class WorkStream:
     """A worker's handle on the stream: read, reclaim, ack, dead-letter, counts."""
 
     def __init__(self, client: redis.Redis, keys: RedisKeys, *, max_attempts: int, claim_idle_ms: int,
-                 consumer: str | None = None):  # fmt: skip
+                 consumer: str | None = None, max_deliveries: int | None = None):  # fmt: skip
         if max_attempts < 1 or claim_idle_ms < 1:
             raise ValueError("max_attempts and claim_idle_ms must be positive integers")
+        max_deliveries = max_attempts + EXTRA_DELIVERIES if max_deliveries is None else max_deliveries
+        if max_deliveries <= max_attempts:
+            raise ValueError(f"max_deliveries must be above max_attempts ({max_attempts}), got {max_deliveries!r}")
         self.client = client
         self.keys = keys
         self.key, self.group, self.dead_key = keys.stream, keys.group, keys.dead
         self.errors_key = keys.stream_errors  # entry id -> last error of a failed delivery
+        self.attempts_key = keys.stream_attempts  # entry id -> deliveries that failed for real
         self.consumer = consumer or consumer_name()
         self.max_attempts = max_attempts
+        self.max_deliveries = max_deliveries
         self.claim_idle_ms = claim_idle_ms
         self.ledger = Ledger(client, keys)
         self._claim_cursor = "0-0"
@@ -154,52 +171,64 @@ class WorkStream:
                                       start_id=self._claim_cursor, count=count)  # fmt: skip
         cursor, entries = _text(resp[0]), resp[1]
         self._claim_cursor = cursor  # "0-0" once the whole PEL was scanned
-        out = []
-        for entry_id, fields in entries:
-            if fields is None:  # deleted from the stream meanwhile (Redis 6.2)
-                self.client.xack(self.key, self.group, entry_id)
-                continue
-            out.append(parse_entry(entry_id, fields, self._delivered(entry_id)))
+        out = self._parse_taken(entries)
         if out:
             log.info("reclaimed %d entries idle for over %d ms", len(out), self.claim_idle_ms)
         return out
 
     def redeliver(self, entry_ids: Iterable[str]) -> list[Delivery]:
-        """Deliver own pending entries again now (XCLAIM counts the attempt), e.g. after a
-        failed batch; entries over their attempts are dead-lettered and not returned."""
+        """Deliver own pending entries again now, e.g. after a failed batch; entries over
+        their attempts are dead-lettered and not returned."""
         ids = list(entry_ids)
         if not ids:
             return []
         entries = self.client.xclaim(self.key, self.group, self.consumer, 0, ids)
-        out = []
-        for entry_id, fields in entries:
-            if fields is None:
-                self.client.xack(self.key, self.group, entry_id)
-                continue
-            out.append(parse_entry(entry_id, fields, self._delivered(entry_id)))
-        return self._screen(out)
+        return self._screen(self._parse_taken(entries))
 
     def touch(self, entry_ids: Iterable[str]) -> None:
-        """Reset the idle time of entries still being worked on (XCLAIM JUSTID: no attempt
-        counted), so that no other worker reclaims a batch that is merely slow."""
+        """Reset the idle time of entries still being worked on (XCLAIM JUSTID: not even a
+        delivery counted), so that no other worker reclaims a batch that is merely slow."""
         ids = list(entry_ids)
         if ids:
             self.client.xclaim(self.key, self.group, self.consumer, 0, ids, justid=True)
 
-    def _delivered(self, entry_id) -> int:
-        rows = self.client.xpending_range(self.key, self.group, min=entry_id, max=entry_id, count=1)
-        return int(rows[0]["times_delivered"]) if rows else 1
+    def _parse_taken(self, entries) -> list[Delivery]:
+        """Entries taken over (XAUTOCLAIM / XCLAIM) as Deliveries with their attempt number
+        (real failures so far + 1) and Redis' delivery count, in two round trips."""
+        live = []
+        for entry_id, fields in entries:
+            if fields is None:  # deleted from the stream meanwhile (Redis 6.2)
+                self.ack([_text(entry_id)])
+            else:
+                live.append((_text(entry_id), fields))
+        if not live:
+            return []
+        failures = self.client.hmget(self.attempts_key, [i for i, _ in live])
+        pipe = self.client.pipeline(transaction=False)
+        for entry_id, _ in live:
+            pipe.xpending_range(self.key, self.group, min=entry_id, max=entry_id, count=1)
+        pending = pipe.execute()
+        out = []
+        for (entry_id, fields), failed, rows in zip(live, failures, pending):
+            d = parse_entry(entry_id, fields, int(failed or 0) + 1)
+            d.delivered = int(rows[0]["times_delivered"]) if rows else 1
+            out.append(d)
+        return out
 
     def _screen(self, deliveries: list[Delivery]) -> list[Delivery]:
-        """Dead-letter poison entries and entries past ``max_attempts``; return the rest."""
+        """Dead-letter poison entries, entries past ``max_attempts`` real failures and entries
+        delivered ``max_deliveries`` times; return the rest."""
         keep = []
         for d in deliveries:
             if d.poison:
                 self.dead_letter(d, d.poison)
             elif d.attempt > self.max_attempts:
                 last = self.client.hget(self.errors_key, d.entry_id)
-                reason = _text(last) if last else "abandoned: never acknowledged (worker died?)"
+                reason = _text(last) if last else "unknown"
                 self.dead_letter(d, f"max_attempts: {d.attempt - 1} deliveries failed; last: {reason}")
+            elif d.delivered > self.max_deliveries:
+                self.dead_letter(d, f"abandoned: delivered {d.delivered - 1} times, never acknowledged "
+                                    "and never failing (does it take its workers down?)")  # fmt: skip
             else:
                 keep.append(d)
         return keep
@@ -211,13 +240,21 @@ class WorkStream:
             pipe = self.client.pipeline()
             pipe.xack(self.key, self.group, *ids)
             pipe.hdel(self.errors_key, *ids)
+            pipe.hdel(self.attempts_key, *ids)
             pipe.execute()
 
-    def note_error(self, entry_ids: Iterable[str], error: str) -> None:
-        """Remember the error of a failed delivery (shown if the entry is dead-lettered)."""
+    def note_error(self, entry_ids: Iterable[str], error: str, counted: bool = True) -> None:
+        """Remember the error of a failed delivery (shown if the entry is dead-lettered) and,
+        when ``counted``, count the delivery as a failed attempt of each entry. The runner
+        counts only what it can pin on the entry: the failure of a batch of that entry alone."""
         ids = list(entry_ids)
         if ids:
-            self.client.hset(self.errors_key, mapping={i: error[:ERROR_MAX_CHARS] for i in ids})
+            pipe = self.client.pipeline()
+            pipe.hset(self.errors_key, mapping={i: error[:ERROR_MAX_CHARS] for i in ids})
+            if counted:
+                for i in ids:
+                    pipe.hincrby(self.attempts_key, i, 1)
+            pipe.execute()
 
     def dead_letter(self, d: Delivery, reason: str) -> None:
         """Move an entry to the dead-letter stream with its reason, and ack it here."""
@@ -225,10 +262,12 @@ class WorkStream:
         pipe = self.client.pipeline()
         pipe.xadd(self.dead_key, {"item": d.raw, "entry_id": d.entry_id,
                                   "reason": reason[:ERROR_MAX_CHARS],
-                                  "attempts": d.attempt, "consumer": self.consumer,
+                                  "attempts": d.attempt, "deliveries": d.delivered,
+                                  "consumer": self.consumer,
                                   "at": utcnow()})  # fmt: skip
         pipe.xack(self.key, self.group, d.entry_id)
         pipe.hdel(self.errors_key, d.entry_id)
+        pipe.hdel(self.attempts_key, d.entry_id)
         pipe.execute()
         if d.item is not None:  # the URL's final state: failed at the stream, retryable
             code = reason.split(":", 1)[0]

@@ -1,4 +1,8 @@
-"""FramesStage: sample frames over the whole video with PyAV, a JPEG thumbnail, a short audio track."""
+"""FramesStage: sample frames over the whole video with PyAV, a JPEG thumbnail, a short audio track.
+
+Streams are opened through ``processing.vision.decode.open_video_stream``: single-threaded
+decoding (the PyAV teardown hang) and the pixel cap (``too_large``) live there.
+"""
 
 from __future__ import annotations
 
@@ -9,30 +13,12 @@ from pathlib import Path
 
 import numpy as np
 
-from crawler.errors import MediaError
+from crawler.errors import MediaError  # noqa: F401  (re-exported for callers)
+from processing.vision.decode import DecodeError, local_path, open_video_stream
 from processing.stages.base import Resources, Stage
 from processing.work import Work
 
 log = logging.getLogger(__name__)
-
-
-class DecodeError(MediaError):
-    """A video that cannot be sampled; ``code`` is the stable reason recorded on the item."""
-
-
-def local_path(item_path: str | None) -> Path:
-    if not item_path:
-        raise DecodeError("no_path", "item has no file path")
-    if item_path.startswith("file://"):
-        item_path = item_path[len("file://") :]
-    if "://" in item_path:
-        raise DecodeError("not_local", f"workers read local files only, got {item_path!r}")
-    path = Path(item_path)
-    if not path.is_file():
-        raise DecodeError("missing_file", str(path))
-    if path.stat().st_size == 0:
-        raise DecodeError("empty_file", str(path))
-    return path
 
 
 class FramesStage(Stage):
@@ -60,6 +46,7 @@ class FramesStage(Stage):
         audio_rate: int = 16000,
         max_decode_seconds: float = 60.0,
         forward_seconds: float = 3.0,
+        max_pixels: int = 7680 * 4320,
     ):
         if not isinstance(frames_per_video, int) or frames_per_video < 1:
             raise ValueError(f"frames_per_video must be a positive integer, got {frames_per_video!r}")
@@ -73,6 +60,8 @@ class FramesStage(Stage):
             raise ValueError(f"audio_rate must be an integer >= 8000, got {audio_rate!r}")
         if max_decode_seconds <= 0:
             raise ValueError(f"max_decode_seconds must be > 0, got {max_decode_seconds!r}")
+        if not isinstance(max_pixels, int) or max_pixels < 1:
+            raise ValueError(f"max_pixels must be a positive integer, got {max_pixels!r}")
         self.frames_per_video = frames_per_video
         self.frame_size = frame_size
         self.thumbnail_dir = Path(thumbnail_dir) if thumbnail_dir else None
@@ -81,10 +70,12 @@ class FramesStage(Stage):
         self.audio_rate = audio_rate
         self.max_decode_seconds = float(max_decode_seconds)
         self.forward_seconds = float(forward_seconds)
+        self.max_pixels = max_pixels
 
     @classmethod
     def from_config(cls, cfg, **overrides) -> FramesStage:
-        return cls(**{"frames_per_video": cfg.frames_per_video, "thumbnail_dir": cfg.thumbnail_dir} | overrides)
+        return cls(**{"frames_per_video": cfg.frames_per_video, "thumbnail_dir": cfg.thumbnail_dir,
+                      "max_pixels": cfg.max_pixels} | overrides)  # fmt: skip
 
     def setup(self) -> None:
         import av
@@ -105,8 +96,7 @@ class FramesStage(Stage):
         try:
             if not container.streams.video:
                 raise DecodeError("no_video_stream", str(path.name))
-            stream = container.streams.video[0]
-            stream.thread_type = "AUTO"
+            stream = open_video_stream(container, self.max_pixels)
             duration = self._duration(container, stream, work.item.duration)
             frames: list[tuple[float, np.ndarray]] = []
             if duration:
@@ -127,6 +117,12 @@ class FramesStage(Stage):
             audio = self._audio(path)
             if audio is not None:
                 work.audio, work.audio_rate = audio, self.audio_rate
+
+    def _check_size(self, frame) -> None:
+        """A frame bigger than the stream said (a mid-stream change): refused as well."""
+        if frame.width * frame.height > self.max_pixels:
+            raise DecodeError("too_large", f"{frame.width}x{frame.height} frame, over MEDIA_MAX_PIXELS="
+                                           f"{self.max_pixels}")  # fmt: skip
 
     @staticmethod
     def _duration(container, stream, hint: float | None) -> float | None:
@@ -183,6 +179,7 @@ class FramesStage(Stage):
 
     def _to_rgb(self, frame) -> np.ndarray:
         """RGB at frame_size short side, scaled by swscale while converting."""
+        self._check_size(frame)
         w, h = frame.width, frame.height
         scale = min(1.0, self.frame_size / max(1, min(w, h)))
         return frame.to_ndarray(
@@ -199,8 +196,7 @@ class FramesStage(Stage):
         stride, index = 1, 0
         deadline = time.monotonic() + self.max_decode_seconds
         try:
-            stream = container.streams.video[0]
-            stream.thread_type = "AUTO"
+            stream = open_video_stream(container, self.max_pixels)
             rate = float(stream.average_rate or stream.guessed_rate or 25)
             for frame in container.decode(stream):
                 if index % stride == 0:
@@ -260,6 +256,8 @@ class FramesStage(Stage):
                 if not container.streams.audio:
                     return None
                 stream = container.streams.audio[0]
+                stream.codec_context.thread_type = "NONE"  # stops mid-stream too (see above)
+                stream.codec_context.thread_count = 1
                 resampler = av.AudioResampler(format="flt", layout="mono", rate=self.audio_rate)
                 limit = int(self.audio_seconds * self.audio_rate)
                 chunks, total = [], 0

@@ -1,57 +1,92 @@
-"""NearDupStage: near-duplicate detection against every kept video (perceptual hash, then frames).
+"""NearDupStage and NearDupIndex: near-duplicate clusters decided one video at a time, whatever the arrival order.
 
-How a match is decided, in two layers. First the perceptual hash (``item.phash``, 64 bits,
-computed by the crawl): a new video within ``phash_max_distance`` bits
-(``settings.PHASH_MAX_DISTANCE``) of a kept video's hash is its duplicate, with
-``similarity = 1 - distance / 64``, once the frames confirm it at a lower bar
-(``phash_confirm``, see ``find_phash``); this catches heavy re-encodes whose frame
-embeddings drift below ``frame_threshold``. Items without a hash skip this layer. When it finds nothing, the frames
-decide: every frame of a new video looks up its nearest kept frames; each
-kept video gets a vote from a new frame when one of its frames is at least
-``frame_threshold`` similar (cosine). A kept video that collects votes from at least
-``min_match`` of the new video's frames is the original; ``similarity`` is the median of
-the new frames' best similarities to it. So re-encodes, resizes, crops, logos, pads, trims,
-frame-rate changes and a 20 s cut out of a longer kept video all match frame by frame,
-while a mean vector would blur them. Letterbox bars are trimmed upstream (EmbedStage; its
-``dedup_features="gray"`` also drops colour from these embeddings, at twice the model work).
-``stats`` counts which layer matched (``match_phash`` / ``match_embedding``). The hashes
-live in each model's index (processing/vision/frame_index.py), so a new embedding model
-starts a new hash set too.
+**Where the decision is made.** ``NearDupIndex`` holds one embedding model's clusters: the
+frame vectors and perceptual hashes of EVERY registered video (canonicals and duplicates),
+each tagged with its cluster. ``LocalIndexes`` holds one per model under an index dir.
+``NearDupStage`` turns each work into a ``Candidate`` and asks an index service for a
+``Decision``: ``LocalIndexes`` in the same process (tests, benchmarks), or, in the workers,
+the one shared index actor of the stream (processing/runtime/index.py) that every driver
+finds by name: it is the only writer and makes decisions one at a time, so two copies
+processed at the same moment by two workers can never both become canonical.
 
-The better copy (resolution x bitrate, at a comparable duration) stays canonical, whichever
-layer matched: if a new video beats the kept one, the kept one becomes the new one's
-duplicate (a ``Demotion`` in ``work.updates``) and its frames and hash leave the index
-(tombstones). Outcomes: ``kept``, ``kept_better``, ``duplicate``, ``already_indexed`` (a
-redelivered kept video), ``no_embeddings``, ``neardup_error``.
+**When two videos match** (``MatchRule.link``, symmetric in the two videos). Embedding layer:
+with ``S = frames(a) @ frames(b).T``, the fraction of a's frames whose best match in b is at
+least ``frame_threshold`` (cosine), and the same fraction of b's frames in a; they match when
+either reaches ``min_match`` (a 1 s trim matches its 10 s source whichever arrives first);
+similarity: the larger median best match. Perceptual-hash layer (``item.phash``, 64 bits,
+from the crawl): hashes within ``phash_max_distance`` bits match, similarity
+``1 - distance / 64``, once the frames confirm it at a lower bar (the larger median best
+match at least ``phash_confirm``: copies the embedding misses score 0.66-0.88 there,
+different clips at most 0.41, and random 64-bit hashes within 10 bits would otherwise wrongly
+match ~1% of new videos once a million are kept). The hash layer is asked first; ``method``
+(``work --dedup-method``, ``DEDUP_METHOD``) keeps ``both`` layers, the ``phash`` alone (no
+frame confirmation: the seed's method) or the ``embedding`` alone. The faiss search (top
+``k`` frames per frame) and the hash lookup only PROPOSE videos; the relation itself is
+computed on the stored vectors of both videos (as the index keeps them: lossy if the index
+compresses vectors, which is then the same loss both ways).
+
+**Clusters.** A new video joins the cluster of every registered video it matches (any
+member, not only the canonical); when it matches members of several clusters it bridges
+them and they merge. So clusters are the connected components of the match relation over
+all registered videos: the same in any arrival order and batch size (given that the search
+proposes the matching videos, which at this size it always does).
+
+**The canonical** of a cluster is one function of its members (``MatchRule.canonical``), so it
+does not depend on arrival order either: (1) the copy that covers the others' content: only
+members at most ``max(duration_tolerance_s, duration_tolerance x longest)`` shorter than the
+cluster's longest are eligible (a trim or a cut never beats its source; re-encodes differ by
+a frame or two); (2) among those, the best picture: resolution x bitrate (``quality``:
+padding bars do not count as resolution, a grayscale copy counts half); (3) ties: the
+smallest ``video_id``. Every change of canonical yields a ``Demotion`` for EVERY member whose
+canonical changed (``work.updates``), so ``duplicate_of`` always names the cluster's canonical.
+Because the rule tolerates small duration differences it is not a total order, and a merge
+can (rarely) make a former duplicate the canonical: a promotion (``Demotion.promoted``); the
+writer then relabels that video.
+
+**Replays are idempotent by video_id.** A video already registered (a redelivered stream
+entry, even one that was demoted since) gets its current place back (``already_indexed`` /
+``already_duplicate``) and, as ``updates``, the current place of every other member of its
+cluster, so a batch lost after the decision still repairs every document it changed.
+
+**Persistence.** Each model's folder holds the FrameIndex files plus ``clusters.json``
+(members -> cluster, quality, duration, similarity), written after them; flushed every
+``flush_seconds`` and at teardown. On load, a vector without a cluster record (saved
+between the two files) is dropped, as are records without vectors. An index saved before
+clusters existed loads with each live video its own canonical. Takedowns: an id listed in
+the index dir's ``forgotten.txt`` (``python -m processing forget``) is purged from the
+loaded indexes as soon as the list changes (checked every batch, and before every save,
+under the dir's lock), and a forgotten video arriving later is rejected ``opted_out:
+forgotten``, never indexed.
+
+Outcomes counted: ``kept`` (a new cluster), ``kept_better`` (canonical of the cluster it
+joined), ``duplicate``, ``already_indexed``, ``already_duplicate``, ``forgotten``,
+``no_embeddings``, ``neardup_error``; finer: ``match_phash`` / ``match_embedding`` (which
+layer linked it), ``merged`` (it bridged clusters), ``promoted``, ``phash_unconfirmed``,
+``bad_phash``.
 """
 
 from __future__ import annotations
 
+import json
 import logging
+import os
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Iterable, Protocol
 
 import numpy as np
 
 from crawler.errors import MediaError
-from crawler.items import DUPLICATE
+from crawler.items import DUPLICATE, QUEUED
 from processing.stages.base import Resources, Stage
-from processing.vision.frame_index import FrameIndex, phash_value
+from processing.vision.frame_index import FORGOTTEN_FILE, FrameIndex, locked, phash_value, read_forgotten
 from processing.vision.image import looks_gray, trim_borders
 from processing.work import Demotion, Work
 
 log = logging.getLogger(__name__)
 
-
-@dataclass
-class Match:
-    video_id: str
-    # embedding layer: median of the new frames' best similarities to the kept video;
-    # phash layer: 1 - Hamming distance / 64
-    similarity: float
-    votes: float  # fraction of the new video's frames that match it (1.0 for a phash match)
-    layer: str = "embedding"  # "phash" or "embedding"
+METHODS = ("both", "phash", "embedding")
 
 
 def quality(item, frames: np.ndarray | None = None) -> float:
@@ -72,8 +107,397 @@ def quality(item, frames: np.ndarray | None = None) -> float:
     return pixels * float(rate or 1)
 
 
+# -- what crosses between the stage and the index service ---------------------------------------
+@dataclass(frozen=True)
+class Candidate:
+    """What the index needs of one video to decide it (small: no frames, no item)."""
+
+    video_id: str
+    vectors: np.ndarray  # (N, D) float32, L2-normalised frame embeddings
+    quality: float = 0.0  # resolution x bitrate (``quality``)
+    duration: float = 0.0  # seconds
+    phash: str | None = None  # 16 hex chars, or None
+
+
+@dataclass
+class Decision:
+    """Where one candidate stands after the index decided it."""
+
+    video_id: str
+    outcome: str  # kept | kept_better | duplicate | already_indexed | already_duplicate | forgotten
+    duplicate_of: str | None = None  # its cluster's canonical (None when it is the canonical)
+    similarity: float | None = None  # to that canonical
+    updates: list[Demotion] = field(default_factory=list)  # other videos whose place changed
+    counts: dict[str, int] = field(default_factory=dict)  # finer counters (match_phash, merged...)
+
+
+class IndexService(Protocol):
+    """What NearDupStage asks of an index: ``LocalIndexes`` here, or the shared index actor."""
+
+    def decide(self, model: str, candidates: list[Candidate]) -> list[Decision]: ...
+
+    def states(self, requests: dict[str, list[str]]) -> dict[str, tuple[str, float | None] | None]: ...
+
+    def flush(self) -> None: ...
+
+
+# -- the one rule ---------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class MatchRule:
+    """When two videos match, and which member of a cluster is its canonical (module docstring)."""
+
+    frame_threshold: float
+    min_match: float
+    phash_max_distance: int  # -1: no hash layer
+    phash_confirm: float = 0.5
+    method: str = "both"
+    k: int = 32  # nearest frames the search proposes per frame
+    duration_tolerance_s: float = 0.5
+    duration_tolerance: float = 0.01  # of the longest member's duration
+
+    def __post_init__(self):
+        if self.method not in METHODS:
+            raise ValueError(f"dedup method must be one of {', '.join(METHODS)}, got {self.method!r}")
+        if not 0.0 < self.frame_threshold <= 1.0:
+            raise ValueError(f"frame_threshold must be in (0, 1], got {self.frame_threshold!r}")
+        if not 0.0 < self.min_match <= 1.0:
+            raise ValueError(f"min_match must be in (0, 1], got {self.min_match!r}")
+        if not isinstance(self.k, int) or self.k < 1:
+            raise ValueError(f"k must be a positive integer, got {self.k!r}")
+        if not isinstance(self.phash_max_distance, int) or not -1 <= self.phash_max_distance <= 64:
+            raise ValueError(f"phash_max_distance must be an integer in [-1, 64] (-1: off), "
+                             f"got {self.phash_max_distance!r}")  # fmt: skip
+        if not 0.0 <= self.phash_confirm <= 1.0:
+            raise ValueError(f"phash_confirm must be in [0, 1], got {self.phash_confirm!r}")
+        if self.duration_tolerance_s < 0 or not 0.0 <= self.duration_tolerance < 1.0:
+            raise ValueError("duration_tolerance_s must be >= 0 and duration_tolerance in [0, 1), got "
+                             f"{self.duration_tolerance_s!r}, {self.duration_tolerance!r}")  # fmt: skip
+
+    @property
+    def uses_hash(self) -> bool:
+        return self.method != "embedding" and self.phash_max_distance >= 0
+
+    @property
+    def uses_frames(self) -> bool:
+        return self.method != "phash"
+
+    def frame_match(self, a: np.ndarray, b: np.ndarray) -> tuple[float, float]:
+        """(votes, similarity) of two videos' frames, the same whichever is ``a``: votes is the
+        larger of the two fractions of frames with a match >= ``frame_threshold`` in the other
+        video, similarity the larger of the two medians of best matches."""
+        if not len(a) or not len(b):
+            return 0.0, 0.0
+        sims = a @ b.T
+        best_a, best_b = sims.max(axis=1), sims.max(axis=0)
+        votes = max(float((best_a >= self.frame_threshold).mean()), float((best_b >= self.frame_threshold).mean()))
+        return votes, max(float(np.median(best_a)), float(np.median(best_b)))
+
+    def link(self, a: np.ndarray, b: np.ndarray, distance: int | None) -> tuple[str | None, float, bool]:
+        """(layer, similarity, hash_unconfirmed) of two videos: the layer that matches them
+        (``phash``, ``embedding``) or None; ``distance``: their hashes' Hamming distance (None
+        when either has none). ``similarity`` is also given when they do not match."""
+        hashed = self.uses_hash and distance is not None and distance <= self.phash_max_distance
+        if self.method == "phash":
+            return ("phash", 1.0 - distance / 64.0, False) if hashed else (None, 0.0, False)
+        votes, similarity = self.frame_match(a, b)
+        if hashed:
+            if similarity >= self.phash_confirm:
+                return "phash", 1.0 - distance / 64.0, False
+        if votes >= self.min_match:
+            return "embedding", similarity, False
+        return None, similarity, hashed
+
+    def canonical(self, members: Iterable[tuple[str, float, float]]) -> str:
+        """The canonical video id of ``(video_id, quality, duration)`` members (module docstring)."""
+        members = list(members)
+        longest = max(d for _, _, d in members)
+        floor = longest - max(self.duration_tolerance_s, self.duration_tolerance * longest)
+        eligible = [m for m in members if m[2] >= floor]
+        return min(eligible, key=lambda m: (-m[1], m[0]))[0]
+
+
+# -- one model's clusters -------------------------------------------------------------------------
+@dataclass
+class Member:
+    """A registered video's place: its cluster (named by the canonical's id) and what ranks it."""
+
+    cluster: str
+    quality: float
+    duration: float
+    similarity: float | None = None  # to the canonical (None for the canonical itself)
+
+
+def _hamming(a: str | None, b: str | None) -> int | None:
+    va, vb = phash_value(a), phash_value(b)
+    return None if va is None or vb is None else (va ^ vb).bit_count()
+
+
+class NearDupIndex:
+    """One embedding model's near-duplicate clusters (see the module docstring).
+
+    ``frames`` holds the vectors and hashes of every member; ``members`` maps each video id
+    to its place; ``clusters`` maps a canonical id to its members (itself first).
+    """
+
+    CLUSTERS = "clusters.json"
+
+    def __init__(self, rule: MatchRule, frames: FrameIndex):
+        self.rule = rule
+        self.frames = frames
+        self.members: dict[str, Member] = {}
+        self.clusters: dict[str, list[str]] = {}
+        self._dirty = False
+
+    @property
+    def dirty(self) -> bool:
+        return self._dirty or self.frames.dirty
+
+    def __len__(self) -> int:
+        """Number of clusters (= canonical videos)."""
+        return len(self.clusters)
+
+    # -- decisions ---------------------------------------------------------------------------------
+    def decide(self, c: Candidate) -> Decision:
+        """Register ``c`` (once: a replay gets its place back) and say where it stands."""
+        if c.video_id in self.members:
+            return self._replay(c.video_id)
+        num = self.frames.add(c.video_id, c.vectors, c.quality, c.duration, c.phash)
+        mine = self.frames.video_vectors(c.video_id)  # as stored: both sides of a pair alike
+        counts: dict[str, int] = {}
+        links = self._links(c, num, mine, counts)
+        self.members[c.video_id] = Member(c.video_id, c.quality, c.duration)
+        self._dirty = True
+        if not links:
+            self.clusters[c.video_id] = [c.video_id]
+            return Decision(c.video_id, "kept", counts=counts)
+        layer = "phash" if "phash" in links.values() else "embedding"
+        counts[f"match_{layer}"] = 1
+        touched = sorted({self.members[v].cluster for v in links})
+        if len(touched) > 1:
+            counts["merged"] = 1
+        merged = [m for k in touched for m in self.clusters.pop(k)] + [c.video_id]
+        canon = self.rule.canonical((v, self.members[v].quality, self.members[v].duration) for v in merged)
+        updates = self._repoint(merged, canon, skip=c.video_id)
+        if any(u.promoted for u in updates):
+            counts["promoted"] = 1
+        if canon == c.video_id:
+            return Decision(c.video_id, "kept_better", updates=updates, counts=counts)
+        member = self.members[c.video_id]
+        return Decision(c.video_id, "duplicate", canon, member.similarity, updates, counts)
+
+    def _links(self, c: Candidate, num: int, mine: np.ndarray, counts: dict[str, int]) -> dict[str, str]:
+        """Registered video id -> the layer that links it to ``c`` (every match, not the best)."""
+        rule = self.rule
+        proposed: set[int] = set()
+        if rule.uses_frames:
+            bar = min(rule.frame_threshold, rule.phash_confirm if rule.uses_hash else 1.0)
+            for other, sims in self.frames.best_per_video(mine, rule.k).items():
+                if other != num and float(sims.max()) >= bar:  # no frame this close: no match either way
+                    proposed.add(other)
+        if rule.uses_hash and c.phash:
+            proposed.update(n for n, _ in self.frames.hashes_within(c.phash, rule.phash_max_distance) if n != num)
+        links: dict[str, str] = {}
+        for other in sorted(proposed):
+            vid = self.frames.videos[other]["video_id"]
+            if vid not in self.members:
+                continue
+            theirs = self.frames.video_vectors(vid) if rule.uses_frames else mine[:0]
+            layer, _, unconfirmed = rule.link(mine, theirs, _hamming(c.phash, self.frames.videos[other].get("phash")))
+            if layer:
+                links[vid] = layer
+            elif unconfirmed:
+                counts["phash_unconfirmed"] = counts.get("phash_unconfirmed", 0) + 1
+        return links
+
+    def similarity(self, a: str, b: str) -> float:
+        """How similar two registered videos are, by the layer that links them (hash first),
+        else by their frames: what ``similarity`` says next to ``duplicate_of``."""
+        ra, rb = self.frames.videos[self.frames.by_id[a]], self.frames.videos[self.frames.by_id[b]]
+        va = self.frames.video_vectors(a) if self.rule.uses_frames else np.zeros((0, 1), np.float32)
+        vb = self.frames.video_vectors(b) if self.rule.uses_frames else np.zeros((0, 1), np.float32)
+        _, sim, _ = self.rule.link(va, vb, _hamming(ra.get("phash"), rb.get("phash")))
+        return round(float(sim), 4)
+
+    def _repoint(self, merged: list[str], canon: str, skip: str) -> list[Demotion]:
+        """Make ``canon`` the canonical of ``merged``; Demotions for members (but ``skip``) that moved."""
+        self.clusters[canon] = [canon] + [v for v in merged if v != canon]
+        updates = []
+        for vid in merged:
+            member = self.members[vid]
+            before = member.cluster
+            member.cluster = canon
+            if vid == canon:
+                member.similarity = None
+                if before != vid and vid != skip:
+                    updates.append(Demotion(vid, None, None))  # a former duplicate: promoted
+                continue
+            if before == canon and member.similarity is not None and vid != skip:
+                continue  # already pointed at it
+            member.similarity = self.similarity(vid, canon)
+            if vid != skip:
+                updates.append(Demotion(vid, canon, member.similarity))
+        return updates
+
+    def _replay(self, vid: str) -> Decision:
+        member = self.members[vid]
+        canon = member.cluster
+        others = [Demotion(v, None, None) if v == canon else Demotion(v, canon, self.members[v].similarity)
+                  for v in self.clusters.get(canon, []) if v != vid]  # fmt: skip
+        if canon == vid:
+            return Decision(vid, "already_indexed", updates=others)
+        return Decision(vid, "already_duplicate", canon, member.similarity, others)
+
+    def state(self, vid: str) -> tuple[str, float | None] | None:
+        """(canonical, similarity to it) of a registered video, or None."""
+        member = self.members.get(vid)
+        return None if member is None else (member.cluster, member.similarity)
+
+    # -- takedowns -----------------------------------------------------------------------------------
+    def purge(self, video_ids: Iterable[str]) -> int:
+        """Drop videos (a takedown: ``forget`` removes whole clusters); a cluster that loses its
+        canonical but keeps members elects a new one. Returns how many were registered."""
+        gone = {v for v in video_ids if v in self.members}
+        self.frames.purge(gone)
+        if not gone:
+            return 0
+        for canon in {self.members[v].cluster for v in gone}:
+            rest = [v for v in self.clusters.pop(canon, []) if v not in gone]
+            if rest:
+                new = self.rule.canonical((v, self.members[v].quality, self.members[v].duration) for v in rest)
+                if new != canon:
+                    log.warning("takedown removed canonical %s but not its cluster; %s is canonical now", canon, new)
+                self._repoint(rest, new, skip="")
+        for v in gone:
+            del self.members[v]
+        self._dirty = True
+        return len(gone)
+
+    # -- persistence ---------------------------------------------------------------------------------
+    def save(self, folder: Path) -> None:
+        self.frames.save(folder)  # first: a cluster record never names vectors that were not saved
+        members = {v: [m.cluster, m.quality, m.duration, m.similarity] for v, m in self.members.items()}
+        tmp = folder / (self.CLUSTERS + ".tmp")
+        tmp.write_text(json.dumps({"version": 1, "members": members}))
+        os.replace(tmp, folder / self.CLUSTERS)
+        self._dirty = False
+
+    @classmethod
+    def load(cls, folder: Path, dim: int, approx_threshold: int, rule: MatchRule) -> NearDupIndex:
+        """The saved clusters of ``folder`` (reconciled with its vectors), or an empty index."""
+        index = cls(rule, FrameIndex.load(folder, dim, approx_threshold))
+        live = {r["video_id"]: r for r in index.frames.videos if r["alive"]}
+        path = folder / cls.CLUSTERS
+        if path.exists():
+            saved = json.loads(path.read_text())["members"]
+            for vid, (cluster, q, duration, similarity) in saved.items():
+                if vid in live:
+                    index.members[vid] = Member(cluster, q, duration, similarity)
+        else:  # saved before clusters: every live video was a kept canonical
+            for vid, r in live.items():
+                index.members[vid] = Member(vid, float(r.get("quality") or 0.0), float(r.get("duration") or 0.0))
+        for vid in set(live) - set(index.members):
+            index.frames.remove(vid)  # saved between the two files: its decision was not
+        by_cluster: dict[str, list[str]] = {}
+        for vid, m in index.members.items():
+            by_cluster.setdefault(m.cluster, []).append(vid)
+        for canon, vids in sorted(by_cluster.items()):
+            if canon in vids:
+                index.clusters[canon] = [canon] + sorted(v for v in vids if v != canon)
+            else:  # its canonical's vectors were lost (or purged): elect again
+                new = rule.canonical((v, index.members[v].quality, index.members[v].duration) for v in vids)
+                index._repoint(vids, new, skip="")
+        index._dirty = False
+        return index
+
+
+# -- every model's clusters under one index dir ---------------------------------------------------
+def model_folder(index_dir: Path, model: str) -> Path:
+    """The folder of one embedding model's index under ``index_dir``."""
+    safe = "".join(c if c.isalnum() or c in "-_.+" else "_" for c in model)[:120]
+    return Path(index_dir) / safe
+
+
+class LocalIndexes:
+    """The index service in this process: one ``NearDupIndex`` per embedding model (never
+    mixed) under ``index_dir``, flushed every ``flush_seconds``; takedowns read from the dir."""
+
+    def __init__(self, index_dir: str | Path, rule: MatchRule, approx_threshold: int, flush_seconds: float = 5.0):
+        if flush_seconds < 0:
+            raise ValueError(f"flush_seconds must be >= 0, got {flush_seconds!r}")
+        self.index_dir = Path(index_dir)
+        self.rule = rule
+        self.approx_threshold = approx_threshold
+        self.flush_seconds = float(flush_seconds)
+        self.indexes: dict[str, NearDupIndex] = {}
+        self.forgotten: set[str] = set()
+        self._forgotten_stamp: int | None = None
+        self._last_flush = time.monotonic()
+        self.index_dir.mkdir(parents=True, exist_ok=True)
+
+    def folder(self, model: str) -> Path:
+        return model_folder(self.index_dir, model)
+
+    def index_for(self, model: str, dim: int) -> NearDupIndex:
+        """The index of one embedding model, loaded from disk the first time it is needed."""
+        if model not in self.indexes:
+            index = NearDupIndex.load(self.folder(model), dim, self.approx_threshold, self.rule)
+            index.purge(self.forgotten)
+            self.indexes[model] = index
+        return self.indexes[model]
+
+    def check_forgotten(self) -> None:
+        """Purge the videos ``forget`` listed since the last look (one stat when nothing changed)."""
+        try:
+            stamp = (self.index_dir / FORGOTTEN_FILE).stat().st_mtime_ns
+        except FileNotFoundError:
+            return
+        if stamp == self._forgotten_stamp:
+            return
+        self._forgotten_stamp = stamp
+        self.forgotten = read_forgotten(self.index_dir)
+        for index in self.indexes.values():
+            if index.purge(self.forgotten):
+                log.info("purged forgotten videos from the near-duplicate index")
+
+    def decide(self, model: str, candidates: list[Candidate]) -> list[Decision]:
+        """One decision per candidate, in order (copies among them dedup against each other)."""
+        self.check_forgotten()
+        out = []
+        for c in candidates:
+            if c.video_id in self.forgotten:
+                out.append(Decision(c.video_id, "forgotten"))
+                continue
+            out.append(self.index_for(model, int(c.vectors.shape[1])).decide(c))
+        if self.flush_seconds == 0 or time.monotonic() - self._last_flush >= self.flush_seconds:
+            self.flush()
+        return out
+
+    def states(self, requests: dict[str, list[str]]) -> dict[str, tuple[str, float | None] | None]:
+        """video id -> (canonical, similarity) now, for ids of each model (None: not registered)."""
+        out: dict[str, tuple[str, float | None] | None] = {}
+        for model, ids in requests.items():
+            index = self.indexes.get(model)
+            for vid in ids:
+                out[vid] = index.state(vid) if index is not None else None
+        return out
+
+    def flush(self) -> None:
+        if any(index.dirty for index in self.indexes.values()):
+            with locked(self.index_dir):  # `forget` edits these files under the same lock
+                self.check_forgotten()
+                for model, index in self.indexes.items():
+                    if index.dirty:
+                        index.save(self.folder(model))
+        self._last_flush = time.monotonic()
+
+    def sizes(self) -> dict[str, dict[str, int]]:
+        """model -> {"videos", "clusters"}: what the index holds."""
+        return {m: {"videos": len(i.members), "clusters": len(i.clusters)} for m, i in self.indexes.items()}
+
+
+# -- the stage ------------------------------------------------------------------------------------
 class NearDupStage(Stage):
-    """Mark videos whose frames mostly match one kept video as ``duplicate``; index the rest."""
+    """Put every video in its near-duplicate cluster: the canonical stays, the others are ``duplicate``."""
 
     name = "neardup"
     resources = Resources(num_cpus=1)
@@ -89,132 +513,119 @@ class NearDupStage(Stage):
         phash_max_distance: int,
         k: int = 32,
         flush_seconds: float = 5.0,
-        prefer_better: bool = True,
-        min_duration_ratio: float = 0.9,
         phash_confirm: float = 0.5,
+        method: str = "both",
+        duration_tolerance_s: float = 0.5,
+        duration_tolerance: float = 0.01,
+        index: IndexService | None = None,
     ):
-        if not 0.0 < frame_threshold <= 1.0:
-            raise ValueError(f"frame_threshold must be in (0, 1], got {frame_threshold!r}")
-        if not 0.0 < min_match <= 1.0:
-            raise ValueError(f"min_match must be in (0, 1], got {min_match!r}")
-        if not isinstance(k, int) or k < 1:
-            raise ValueError(f"k must be a positive integer, got {k!r}")
+        self.rule = MatchRule(frame_threshold=frame_threshold, min_match=min_match,
+                              phash_max_distance=phash_max_distance, phash_confirm=phash_confirm,
+                              method=method, k=k, duration_tolerance_s=duration_tolerance_s,
+                              duration_tolerance=duration_tolerance)  # fmt: skip
         if flush_seconds < 0:
             raise ValueError(f"flush_seconds must be >= 0, got {flush_seconds!r}")
-        if not isinstance(phash_max_distance, int) or not -1 <= phash_max_distance <= 64:
-            raise ValueError(f"phash_max_distance must be an integer in [-1, 64] (-1: off), got {phash_max_distance!r}")
-        if not 0.0 <= phash_confirm <= 1.0:
-            raise ValueError(f"phash_confirm must be in [0, 1], got {phash_confirm!r}")
-        self.phash_max_distance = phash_max_distance
-        self.phash_confirm = float(phash_confirm)
         self.index_dir = Path(index_dir)
-        self.frame_threshold = float(frame_threshold)
-        self.min_match = float(min_match)
-        self.k = k
         self.approx_threshold = approx_threshold
         self.flush_seconds = float(flush_seconds)
-        self.prefer_better = prefer_better
-        self.min_duration_ratio = float(min_duration_ratio)
-        self.indexes: dict[str, FrameIndex] = {}  # one per embedding model, never mixed
-        self._last_flush = time.monotonic()
+        self.index = index  # None: LocalIndexes in this process (built in setup)
+
+    # the rule's values, as the stage's own settings
+    frame_threshold = property(lambda self: self.rule.frame_threshold)
+    min_match = property(lambda self: self.rule.min_match)
+    phash_max_distance = property(lambda self: self.rule.phash_max_distance)
+    phash_confirm = property(lambda self: self.rule.phash_confirm)
+    method = property(lambda self: self.rule.method)
+    k = property(lambda self: self.rule.k)
 
     @classmethod
     def from_config(cls, cfg, **overrides) -> NearDupStage:
         return cls(**{"index_dir": cfg.index_dir, "frame_threshold": cfg.neardup_threshold,
                       "min_match": cfg.neardup_min_match,
                       "approx_threshold": cfg.neardup_approx_threshold,
-                      "phash_max_distance": cfg.phash_max_distance} | overrides)  # fmt: skip
+                      "phash_max_distance": cfg.phash_max_distance,
+                      "method": getattr(cfg, "dedup_method", "both")} | overrides)  # fmt: skip
+
+    def local_service(self) -> LocalIndexes:
+        """The index service this stage's settings describe, in this process."""
+        return LocalIndexes(self.index_dir, self.rule, self.approx_threshold, self.flush_seconds)
 
     def setup(self) -> None:
-        self.index_dir.mkdir(parents=True, exist_ok=True)
+        if self.index is None:
+            self.index = self.local_service()
+
+    @property
+    def indexes(self) -> dict[str, FrameIndex]:
+        """model -> its FrameIndex (every member's vectors), with the local service only."""
+        return {m: i.frames for m, i in getattr(self.index, "indexes", {}).items()}
 
     def folder(self, model: str) -> Path:
-        safe = "".join(c if c.isalnum() or c in "-_.+" else "_" for c in model)[:120]
-        return self.index_dir / safe
+        return model_folder(self.index_dir, model)  # the same layout wherever the service runs
 
-    def index_for(self, model: str, dim: int) -> FrameIndex:
-        """The index of one embedding model, loaded from disk the first time it is needed."""
-        if model not in self.indexes:
-            self.indexes[model] = FrameIndex.load(self.folder(model), dim, self.approx_threshold)
-        return self.indexes[model]
-
-    def find_phash(self, index: FrameIndex, phash: str | None, per_video: dict[int, np.ndarray]) -> Match | None:
-        """The kept video whose perceptual hash is within ``phash_max_distance`` bits, or None.
-
-        The hash proposes, the frames confirm: the candidate's frames must also be among the
-        new video's nearest, with a median best similarity of at least ``phash_confirm``
-        (copies the embedding misses score 0.66-0.88 there, different clips at most 0.41).
-        Without that, random 64-bit hashes within 10 bits (~1e-8 per pair) would wrongly
-        match about 1% of new videos once a million are kept.
-        """
-        if self.phash_max_distance < 0:
-            return None
-        hit = index.nearest_hash(phash, self.phash_max_distance)
-        if hit is None:
-            return None
-        num, distance = hit
-        sims = per_video.get(num)
-        if sims is None or float(np.median(sims)) < self.phash_confirm:
-            self.stats.count("phash_unconfirmed")
-            return None
-        return Match(index.videos[num]["video_id"], 1.0 - distance / 64.0, 1.0, "phash")
-
-    def find(self, per_video: dict[int, np.ndarray], index: FrameIndex) -> Match | None:
-        """The kept video most of these frames match, or None."""
-        best: Match | None = None
-        for num, sims in per_video.items():
-            votes = float((sims >= self.frame_threshold).mean())
-            if votes < self.min_match:
-                continue
-            match = Match(index.videos[num]["video_id"], float(np.median(sims)), votes)
-            if best is None or (match.votes, match.similarity) > (best.votes, best.similarity):
-                best = match
-        return best
-
-    def process_batch(self, works: list[Work]) -> list[Work]:
-        super().process_batch(works)  # one by one: copies inside one batch dedup against each other
-        if self.flush_seconds == 0 or time.monotonic() - self._last_flush >= self.flush_seconds:
-            self.flush()
-        return works
-
-    def process_one(self, work: Work) -> str:
+    def candidate(self, work: Work) -> tuple[str, Candidate]:
+        """(model, candidate) of one work; MediaError ``no_embeddings`` when it has none."""
         vectors = work.dedup_embeddings if work.dedup_embeddings is not None else work.embeddings
         model = work.dedup_model or work.item.embedding_model
         if vectors is None or len(vectors) == 0 or not model:
             raise MediaError("no_embeddings", "nothing to compare")
         item = work.item
-        video_id = item.video_id or item.sha256 or item.url
-        index = self.index_for(model, int(vectors.shape[1]))
-        if video_id in index.by_id and index.videos[index.by_id[video_id]]["alive"]:
-            return "already_indexed"  # a redelivered entry: it is the kept copy
         phash = item.phash if phash_value(item.phash) is not None else None
         if item.phash is not None and phash is None:
-            self.stats.count("bad_phash")  # malformed: this item skips the phash layer
-        per_video = index.best_per_video(vectors, self.k)  # kept video -> best sim per frame
-        match = self.find_phash(index, phash, per_video) or self.find(per_video, index)
-        q, duration = quality(item, work.frames), float(item.duration or 0.0)
-        if match is None:
-            index.add(video_id, vectors, q, duration, phash)
-            return "kept"
-        self.stats.count(f"match_{match.layer}")
-        log.debug("%s matches %s by %s (similarity %.3f)", video_id, match.video_id, match.layer, match.similarity)
-        kept = index.videos[index.by_id[match.video_id]]
-        longer_enough = duration >= self.min_duration_ratio * float(kept.get("duration") or 0.0)
-        if self.prefer_better and longer_enough and q > 1.05 * float(kept.get("quality") or 0.0):
-            index.remove(match.video_id)
-            index.add(video_id, vectors, q, duration, phash)
-            work.updates.append(Demotion(match.video_id, video_id, round(match.similarity, 4)))
-            return "kept_better"
-        item.status = DUPLICATE
-        item.duplicate_of = match.video_id
-        item.similarity = round(match.similarity, 4)
-        return "duplicate"
+            self.stats.count("bad_phash")  # malformed: this item skips the hash layer
+        vectors = np.ascontiguousarray(vectors, dtype=np.float32).reshape(len(vectors), -1)
+        return model, Candidate(item.video_id or item.sha256 or item.url, vectors, quality(item, work.frames),
+                                float(item.duration or 0.0), phash)  # fmt: skip
+
+    def process_batch(self, works: list[Work]) -> list[Work]:
+        """The batch's candidates go to the index in one call per model, in batch order."""
+        pending = [w for w in works if not w.skip]
+        with self.stats.timer(videos=len(pending)):
+            by_model: dict[str, list[tuple[Work, Candidate]]] = {}
+            for work in pending:
+                try:
+                    model, cand = self.candidate(work)
+                except MediaError as exc:
+                    work.item.fail(self.name, exc.code, exc.message or None)
+                    self.stats.count(exc.code)
+                    continue
+                by_model.setdefault(model, []).append((work, cand))
+            # an unreachable index is no fault of the videos: it raises, and the batch is retried
+            for model, pairs in by_model.items():
+                decisions = self.index.decide(model, [c for _, c in pairs])
+                for (work, _), decision in zip(pairs, decisions):
+                    self.apply(work, decision, works)
+        return works
+
+    def apply(self, work: Work, d: Decision, batch: list[Work]) -> None:
+        """Record a decision on its work (and on works of this batch whose place it changed)."""
+        item = work.item
+        if d.outcome == "forgotten":
+            item.reject(self.name, "opted_out", "forgotten")
+        elif d.duplicate_of:
+            item.status, item.duplicate_of, item.similarity = DUPLICATE, d.duplicate_of, d.similarity
+        work.updates = list(d.updates)
+        self.stats.count(d.outcome)
+        for key, n in d.counts.items():
+            self.stats.count(key, n)
+        if d.outcome in ("already_indexed", "already_duplicate"):
+            return  # a replay's updates are the cluster as it stands: the writer compares them
+        here = {w.item.video_id: w for w in batch}
+        for u in d.updates:
+            other = here.get(u.video_id)
+            if other is None or other is work:
+                continue
+            if u.promoted:  # labels must see it: back to undecided
+                other.item.status, other.item.duplicate_of, other.item.similarity = QUEUED, None, None
+            else:
+                other.item.status, other.item.duplicate_of, other.item.similarity = (
+                    DUPLICATE, u.duplicate_of, u.similarity)  # fmt: skip
+
+    def process_one(self, work: Work) -> str:  # pragma: no cover - process_batch decides per batch
+        raise NotImplementedError("NearDupStage decides a batch at a time (process_batch)")
 
     def flush(self) -> None:
-        for model, index in self.indexes.items():
-            if index.dirty:
-                index.save(self.folder(model))
-        self._last_flush = time.monotonic()
+        if self.index is not None:
+            self.index.flush()
 
     def teardown(self) -> None:
         self.flush()

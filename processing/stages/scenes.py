@@ -6,7 +6,7 @@ import time
 
 from crawler.errors import MediaError
 from processing.stages.base import Resources, Stage
-from processing.stages.frames import local_path
+from processing.vision.decode import local_path, open_video_stream
 from processing.work import Work
 
 
@@ -50,7 +50,7 @@ class ScenesStage(Stage):
     error_code = "scenes_error"
 
     def __init__(self, *, threshold: float = 0.3, min_scene_seconds: float = 0.5, analysis_width: int = 160,
-                 max_decode_seconds: float = 120.0):  # fmt: skip
+                 max_decode_seconds: float = 120.0, max_pixels: int = 7680 * 4320):  # fmt: skip
         if not isinstance(threshold, (int, float)) or not 0.0 < threshold < 1.0:
             raise ValueError(f"threshold must be a number in (0, 1) (FFmpeg's scene score), got {threshold!r}")
         if not isinstance(min_scene_seconds, (int, float)) or min_scene_seconds < 0:
@@ -63,11 +63,15 @@ class ScenesStage(Stage):
         self.min_scene_seconds = float(min_scene_seconds)
         self.analysis_width = analysis_width
         self.max_decode_seconds = float(max_decode_seconds)
+        if not isinstance(max_pixels, int) or max_pixels < 1:
+            raise ValueError(f"max_pixels must be a positive integer, got {max_pixels!r}")
+        self.max_pixels = max_pixels
         self.model = f"ffmpeg-scene:{self.threshold:g}"
 
     @classmethod
     def from_config(cls, cfg, **overrides) -> ScenesStage:
-        return cls(**{"threshold": cfg.scenes_threshold, "min_scene_seconds": cfg.scenes_min_seconds} | overrides)
+        return cls(**{"threshold": cfg.scenes_threshold, "min_scene_seconds": cfg.scenes_min_seconds,
+                      "max_pixels": cfg.max_pixels} | overrides)  # fmt: skip
 
     def setup(self) -> None:
         import av
@@ -105,10 +109,7 @@ class ScenesStage(Stage):
         end, complete = 0.0, True
         deadline = time.monotonic() + self.max_decode_seconds
         try:
-            if not container.streams.video:
-                raise MediaError("no_video_stream", path.rsplit("/", 1)[-1])
-            stream = container.streams.video[0]
-            stream.thread_type = "AUTO"
+            stream = open_video_stream(container, self.max_pixels)
             stream.codec_context.options = {"skip_loop_filter": "all"}
             origin = container.start_time / 1_000_000 if container.start_time is not None else 0.0
             rate = float(stream.average_rate or stream.guessed_rate or 25)

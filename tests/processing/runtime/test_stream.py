@@ -53,9 +53,46 @@ def test_entries_of_a_dead_consumer_are_reclaimed_by_another(redis_client, key_p
 
     time.sleep(0.12)
     got = alive.reclaim(10, force=True)
-    assert [d.entry_id for d in got] == ids and all(d.attempt == 2 for d in got)
+    # abandoned by a dead worker: delivered twice, but no attempt failed
+    assert [d.entry_id for d in got] == ids and all((d.attempt, d.delivered) == (1, 2) for d in got)
     alive.ack(ids)
     assert alive.pending_count() == 0
+
+
+def test_kills_never_dead_letter_an_entry_only_real_failures_do(redis_client, key_prefix):
+    import time
+
+    workers = [_stream(redis_client, f"w{i}", claim_idle_ms=20, max_attempts=2) for i in range(6)]
+    workers[0].ensure_group()
+    entry = _queue(redis_client, workers[0], _item(1))
+    assert [d.attempt for d in workers[0].read(1)] == [1]
+    for w in workers[1:]:  # each worker takes it over from a dead one, then dies too
+        time.sleep(0.04)
+        (d,) = w.reclaim(10, force=True)
+        assert (d.entry_id, d.attempt) == (entry, 1)
+    assert d.delivered == 6 and redis_client.xlen(workers[0].dead_key) == 0
+    last = workers[-1]
+    last.note_error([entry], "batch_error: a failure shared by a whole batch", counted=False)
+    assert [d.attempt for d in last.redeliver([entry])] == [1]  # not pinned on this entry
+    last.note_error([entry], "batch_error: RuntimeError: boom")  # it failed alone: counted
+    assert [d.attempt for d in last.redeliver([entry])] == [2]
+    last.note_error([entry], "actor_died: it crashed its actor")
+    assert last.redeliver([entry]) == []
+    (dead,) = last.dead_entries()
+    assert dead["reason"] == "max_attempts: 2 deliveries failed; last: actor_died: it crashed its actor"
+    assert (dead["attempts"], dead["deliveries"]) == ("3", "9")
+    assert not redis_client.exists(last.attempts_key, last.errors_key)
+
+
+def test_an_entry_that_never_fails_but_is_never_acked_is_dead_lettered_as_abandoned(redis_client, key_prefix):
+    s = WorkStream.from_config(redis_client, _cfg(max_attempts=1), consumer="w")
+    s.max_deliveries = 3
+    s.ensure_group()
+    entry = _queue(redis_client, s, _item(1))
+    s.read(1)
+    assert len(s.redeliver([entry])) == len(s.redeliver([entry])) == 1  # delivered 2, 3 times
+    assert s.redeliver([entry]) == []
+    assert s.dead_entries()[0]["reason"].startswith("abandoned: delivered 3 times")
 
 
 def test_poison_entries_go_to_the_dead_letter_stream_at_once(redis_client, key_prefix):
@@ -124,7 +161,8 @@ def test_retry_dead_requeues_dead_letters_that_hold_an_item(redis_client, key_pr
     _queue(redis_client, s, _item(1))
     redis_client.xadd(s.key, {"item": "garbage"})
     (d,) = s.read(10)
-    assert s.redeliver([d.entry_id]) == []  # second delivery > max_attempts
+    s.note_error([d.entry_id], "batch_error: boom")
+    assert s.redeliver([d.entry_id]) == []  # one failure: max_attempts reached
     assert redis_client.xlen(s.dead_key) == 2
     with SqliteCatalogue(data_dir / "cat.sqlite") as cat:
         assert retry_failed(redis_client, cat, _cfg(), dead=True)["dead"] == 1
@@ -144,8 +182,8 @@ def test_a_slow_worker_keeps_its_entries_by_touching_them(redis_client, key_pref
     slow.touch([entry])  # still working on it
     other = _stream(redis_client, "other", claim_idle_ms=100)
     assert other.reclaim(10, force=True) == []
-    time.sleep(0.15)  # stopped touching (it died): now it is reclaimed, as attempt 2
-    assert [x.attempt for x in other.reclaim(10, force=True)] == [2]
+    time.sleep(0.15)  # stopped touching (it died): now it is reclaimed (a death is no failed attempt)
+    assert [(x.attempt, x.delivered) for x in other.reclaim(10, force=True)] == [(1, 2)]
 
 
 def test_every_key_the_stream_writes_is_under_the_prefix(redis_client, key_prefix):
