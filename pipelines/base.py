@@ -14,18 +14,10 @@ import asyncio
 import logging
 from typing import Any
 
-from crawler.errors import MediaError
+from crawler.errors import REJECT_CODES, MediaError  # REJECT_CODES: the deliberate verdicts (rejected)
 from crawler.items import VideoItem
 
 logger = logging.getLogger(__name__)
-
-# Reason codes that are a deliberate verdict on the content (rejected), not a retryable failure.
-REJECT_CODES = frozenset({
-    "not_a_video", "no_video_stream", "undecodable", "too_large", "too_short", "too_long",
-    "too_small", "codec_not_allowed", "bad_scheme",
-    # crawler.netguard's refusals (``unresolvable`` is a failure: DNS may come back)
-    "bad_url", "scheme_not_allowed", "private_address",
-})  # fmt: skip
 
 
 def record_error(item: VideoItem, stage: str, code: str, message: str | None = None) -> None:

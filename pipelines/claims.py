@@ -1,24 +1,93 @@
 """The Redis claims that make downloads and exact dedup hold across spider processes.
 
 ``SeenIndex`` (``<prefix>:seen``): the URL and platform id of every video claimed for
-download (HSETNX), later pointed at its video id. ``Sha256Index`` (``<prefix>:sha256``): the
+download, later pointed at its video id. A claim has an owner (the claiming process,
+``crawler.queue.process_owner()``) and an expiry: it reads
+``pending:<owner>:<expiry ms>:<token>[:<video id>]`` until the spider settles it once the item
+is recorded in the ledger (then it is the video id, or ``""`` when none is known), and a
+pending claim whose expiry passed or whose owner stopped its heartbeat may be claimed again
+(unless the ledger has its URL: then it is final), so a killed spider never leaves a URL claimed
+for ever. ``Sha256Index`` (``<prefix>:sha256``): the
 first URL whose bytes had each digest. Both are shared by every spider process on one Redis.
 """
 
 from __future__ import annotations
 
+import secrets
+
 import redis
 
+import settings
 from crawler.items import VideoItem
 from crawler.keys import RedisKeys
+from crawler.queue import CLAIM_LUA, process_owner
 
 
 class SeenIndex:
     """URLs and platform ids claimed by any spider process: ``<prefix>:seen`` in Redis."""
 
-    def __init__(self, client: redis.Redis, keys: RedisKeys):
+    _CLAIM = CLAIM_LUA + """
+    local now = now_ms()
+    local blocked, vid = false, nil
+    for i = 5, #ARGV do
+      local v = redis.call('HGET', KEYS[1], ARGV[i])
+      if v then
+        local owner, _, token, pvid = pending(v)
+        local url = string.match(ARGV[i], '^url:(.*)$')
+        if owner and token ~= ARGV[3] and stale(v, KEYS[2], now) and url and recorded(KEYS[3], url) then
+          redis.call('HSET', KEYS[1], ARGV[i], pvid)  -- recorded before its process died: final
+          owner, v = nil, pvid
+        end
+        if owner then
+          if token ~= ARGV[3] and not stale(v, KEYS[2], now) then
+            blocked = true
+            if not vid and pvid ~= '' then vid = pvid end
+          end
+        else
+          blocked = true
+          if not vid and v ~= '' then vid = v end
+        end
+      end
+    end
+    if blocked then return {0, vid or false} end
+    local claim = 'pending:' .. ARGV[1] .. ':' .. (now + tonumber(ARGV[2])) .. ':' .. ARGV[3] .. ':' .. ARGV[4]
+    for i = 5, #ARGV do redis.call('HSET', KEYS[1], ARGV[i], claim) end
+    return {1, false}
+    """
+    _RESOLVE = CLAIM_LUA + """
+    for i = 2, #ARGV do
+      local owner, expiry, token = pending(redis.call('HGET', KEYS[1], ARGV[i]))
+      if owner then
+        redis.call('HSET', KEYS[1], ARGV[i], 'pending:' .. owner .. ':' .. expiry .. ':' .. token .. ':' .. ARGV[1])
+      else
+        redis.call('HSET', KEYS[1], ARGV[i], ARGV[1])
+      end
+    end
+    """
+    _SETTLE = CLAIM_LUA + """
+    for i = 3, #ARGV do
+      local owner, _, _, vid = pending(redis.call('HGET', KEYS[1], ARGV[i]))
+      if owner == ARGV[1] then
+        if ARGV[2] == '1' then redis.call('HSET', KEYS[1], ARGV[i], vid) else redis.call('HDEL', KEYS[1], ARGV[i]) end
+      end
+    end
+    """
+
+    def __init__(self, client: redis.Redis, keys: RedisKeys, *, owner: str | None = None,
+                 ttl: float | None = None):  # fmt: skip
+        """``owner``: default this process; ``ttl``: seconds a claim lasts at most while pending
+        (default ``CRAWL_CLAIM_SECONDS``)."""
+        ttl = settings.CRAWL_CLAIM_SECONDS if ttl is None else ttl
+        if ttl <= 0:
+            raise ValueError(f"CRAWL_CLAIM_SECONDS must be a positive number of seconds, got {ttl}")
         self.client = client
         self.key = keys.seen
+        self.owners, self.ledger = keys.owners, keys.ledger
+        self.owner = owner or process_owner()
+        self.ttl_ms = int(ttl * 1000)
+        self._claim = client.register_script(self._CLAIM)
+        self._resolve = client.register_script(self._RESOLVE)
+        self._settle = client.register_script(self._SETTLE)
 
     @staticmethod
     def fields(item: VideoItem) -> list[str]:
@@ -29,29 +98,26 @@ class SeenIndex:
         return fields
 
     def claim(self, item: VideoItem) -> tuple[bool, str | None]:
-        """Claim the item's fields; ``(False, video_id or None)`` when one was claimed before."""
-        fields = self.fields(item)
-        with self.client.pipeline() as pipe:
-            for name in fields:
-                pipe.hsetnx(self.key, name, "")
-            won = pipe.execute()
-        if all(won):
+        """Claim all the item's fields or none; ``(False, video_id or None)`` when one is held
+        (by a live owner) or final."""
+        args = [self.owner, self.ttl_ms, secrets.token_hex(6), "", *self.fields(item)]
+        won, video_id = self._claim(keys=[self.key, self.owners, self.ledger], args=args)
+        if won:
             return True, None
-        # release what we took just now, keep the earlier claims
-        for name, got in zip(fields, won):
-            if got:
-                self.client.hdel(self.key, name)
-        previous = [self.client.hget(self.key, n) for n, got in zip(fields, won) if not got]
-        video_id = next((v.decode() for v in previous if v), None)
-        return False, video_id
+        return False, video_id.decode() if isinstance(video_id, bytes) else video_id
 
     def release(self, item: VideoItem) -> None:
-        """Give the claim up (a failed download), so that a retry may try again."""
-        self.client.hdel(self.key, *self.fields(item))
+        """Give this process's claim up (a failed download), so that a retry may try again."""
+        self._settle(keys=[self.key], args=[self.owner, "0", *self.fields(item)])
 
     def resolve(self, item: VideoItem, video_id: str) -> None:
-        """Point the item's claims at its video id, so later finds name it."""
-        self.client.hset(self.key, mapping={name: video_id for name in self.fields(item)})
+        """Point the item's claims at its video id, so later finds name it (still pending if they were)."""
+        self._resolve(keys=[self.key], args=[video_id, *self.fields(item)])
+
+    def settle(self, item: VideoItem, recorded: bool) -> None:
+        """The item is through the pipelines: this process's claims become final (``recorded``:
+        the ledger has it) or are given up (it must be found and downloaded again)."""
+        self._settle(keys=[self.key], args=[self.owner, "1" if recorded else "0", *self.fields(item)])
 
 
 class Sha256Index:

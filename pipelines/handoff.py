@@ -2,7 +2,9 @@
 
 Queued items are XADDed to the workers' stream (``RedisKeys(KEY_PREFIX).stream``, the prefix
 taken from the crawl's own settings, so ``-s KEY_PREFIX=x`` moves it with the other keys) as
-``{"item": item.to_json()}`` (approximate ``MAXLEN ~ STREAM_MAXLEN``) and marked ``queued``. Every item, queued, duplicate, rejected or
+``{"item": item.to_json()}`` (approximate ``MAXLEN ~ STREAM_MAXLEN``) and marked ``queued``. A
+byte-identical copy at another place goes there too, still ``duplicate``: the workers add its
+provenance to the canonical's document (crawler/provenance.py). Every item, queued, duplicate, rejected or
 failed, is recorded in the ledger (``crawler.ledger.Ledger``) and stays in the crawl's feed
 with its status: nothing is dropped. A URL found again (a duplicate of itself) does not
 overwrite its URL's first ledger state.
@@ -18,6 +20,7 @@ from crawler.connection import get_redis
 from crawler.items import DUPLICATE, QUEUED, VideoItem
 from crawler.keys import RedisKeys
 from crawler.ledger import Ledger
+from crawler.provenance import is_exact_copy
 
 logger = logging.getLogger(__name__)
 
@@ -56,6 +59,11 @@ class HandoffPipeline:
             except redis.RedisError as exc:
                 item.fail(self.stage, "redis_error", str(exc))
                 self.count("redis_error")
+        elif is_exact_copy(item):
+            try:  # its provenance, for the canonical's document (the workers write nothing else)
+                self.client.xadd(self.stream, {"item": item.to_json()}, maxlen=self.maxlen, approximate=True)
+            except redis.RedisError as exc:  # the copy is in the CopyBook already; the next write merges it
+                logger.warning("copy entry not queued for %s: %s", item.url, exc)
         try:
             if item.status == DUPLICATE and self.ledger.get(item.url) is not None:
                 # the same URL found again: its ledger entry keeps its first (real) state

@@ -53,8 +53,27 @@ SEEK_MODE_SECONDS = 600.0
 FALLBACK_FRAMES = 400  # sparse-keyframe files: decode at most this many frames instead
 MAX_KEYFRAMES = 4000  # sequential pass: decode at most this many keyframes
 PROBE_DECODE_PACKETS = 300  # packets tried to get the first frame before "undecodable"
-# FFmpeg's open limits (its defaults, stated): probing reads at most 5 MB / 5 s of stream.
-_OPEN_OPTIONS = {"probesize": str(5 * 1000 * 1000), "analyzeduration": str(5 * 1000 * 1000)}
+MAX_PIXELS = 7680 * 4320  # frames above this are refused before any decode (MEDIA_MAX_PIXELS)
+# The FFmpeg demuxers a video may be read with: containers and raw video streams. Everything
+# else is not_a_video before FFmpeg reads a header: images (png_pipe, gif, image2...), text
+# (tty), and the demuxers that open other files or sockets from a file's content (hls,
+# concat, sdp, dash...), so a hostile "video" cannot make the probe read /etc/... or fetch
+# from an internal host. Names as FFmpeg's; "mov" and "matroska" match "mov,mp4,..." and
+# "matroska,webm".
+VIDEO_DEMUXERS = (
+    "mov", "matroska", "avi", "flv", "live_flv", "ogg", "asf", "mpeg", "mpegts", "mpegtsraw",
+    "mpegvideo", "m4v", "h264", "hevc", "vvc", "h261", "h263", "vc1", "dirac", "cavsvideo",
+    "avs2", "avs3", "nut", "mxf", "dv", "gxf", "wtv", "ivf", "obu", "av1", "rm", "yuv4mpegpipe",
+    "mjpeg", "mjpeg_2000", "swf", "bink", "smk", "nsv", "flic", "roq", "thp", "vmd", "psxstr",
+    "vivo", "lxf", "r3d", "smjpeg", "cdxl", "dhav", "mtv", "nuv",
+)  # fmt: skip
+# FFmpeg's open limits (its defaults, stated): probing reads at most 5 MB / 5 s of stream; only
+# the listed demuxers, and no protocol but the local file itself.
+OPEN_OPTIONS = {
+    "probesize": str(5 * 1000 * 1000), "analyzeduration": str(5 * 1000 * 1000),
+    "format_whitelist": ",".join(VIDEO_DEMUXERS), "protocol_whitelist": "file",
+}  # fmt: skip
+_OPEN_OPTIONS = OPEN_OPTIONS  # the name used before
 
 
 # --- sha256 ---------------------------------------------------------------------------------
@@ -91,16 +110,66 @@ def _check_file(path: str | os.PathLike) -> int:
         raise MediaError("missing_file", str(exc)) from exc
     if size == 0:
         raise MediaError("empty_file", "0 bytes")
+    _check_boxes(path, size)
     return size
+
+
+_TOP_LEVEL_BOXES = frozenset(
+    b"ftyp styp moov mdat moof mfra free skip wide uuid meta pdin sidx ssix emsg prft junk pnot".split()
+)
+
+
+def _check_boxes(path: str | os.PathLike, size: int, max_boxes: int = 64) -> None:
+    """An ISO-BMFF (MP4/MOV) file whose top-level boxes run past its end is ``truncated``.
+
+    Reads 16 bytes per top-level box (a handful of seeks) and stops at the first header that is
+    not a known top-level box (garbage: FFmpeg's open judges it); files of other kinds pass.
+    """
+    try:
+        with open(path, "rb") as fh:
+            head = fh.read(12)
+            if len(head) < 12 or head[4:8] not in (b"ftyp", b"moov", b"mdat", b"wide", b"free"):
+                return
+            offset = 0
+            for _ in range(max_boxes):
+                if offset >= size:
+                    return
+                fh.seek(offset)
+                header = fh.read(16)
+                if len(header) < 8:
+                    raise MediaError("truncated", f"box header cut at byte {offset} of {size}")
+                length = int.from_bytes(header[:4], "big")
+                if length == 1:
+                    if len(header) < 16:
+                        raise MediaError("truncated", f"box header cut at byte {offset} of {size}")
+                    length = int.from_bytes(header[8:16], "big")
+                elif length == 0:  # "to the end of the file"
+                    return
+                if length < 8 or header[4:8] not in _TOP_LEVEL_BOXES:
+                    return  # not a box structure: FFmpeg's open decides
+                if offset + length > size:
+                    kind = header[4:8].decode("latin-1")
+                    raise MediaError("truncated", f"'{kind}' box ends at {offset + length}, file has {size} bytes")
+                offset += length
+    except OSError as exc:
+        raise MediaError("unreadable", str(exc)) from exc
+
+
+def _check_pixels(width: int | None, height: int | None, max_pixels: int | None) -> None:
+    limit = MAX_PIXELS if max_pixels is None else max_pixels
+    if limit and width and height and width * height > limit:
+        raise MediaError("too_large", f"{width}x{height} frames > MEDIA_MAX_PIXELS={limit}")
 
 
 def _open(path, timeout: float | None):
     import av
 
     try:
-        return av.open(str(path), options=_OPEN_OPTIONS, timeout=timeout)
+        return av.open(str(path), options=OPEN_OPTIONS, timeout=timeout)
     except av.error.ExitError as exc:  # interrupted by the timeout callback
         raise MediaError("timeout", str(exc)) from exc
+    except av.error.ArgumentError as exc:  # what FFmpeg answers for a demuxer off the list
+        raise MediaError("not_a_video", f"no video demuxer reads it ({exc})") from exc
     except (av.error.FFmpegError, UnicodeDecodeError, ValueError) as exc:
         raise MediaError("not_a_video", str(exc)) from exc
 
@@ -110,8 +179,11 @@ def _deadline_check(deadline: float | None) -> None:
         raise MediaError("timeout", "media step took too long")
 
 
-def probe_pyav(path: str | os.PathLike, timeout: float | None = None) -> dict:
-    """Probe in-process with PyAV; decodes the first video frame (rotation, decodability)."""
+def probe_pyav(path: str | os.PathLike, timeout: float | None = None, max_pixels: int | None = None) -> dict:
+    """Probe in-process with PyAV; decodes the first video frame (rotation, decodability).
+
+    Frames above ``max_pixels`` (default ``MAX_PIXELS``) are ``too_large`` before any decode.
+    """
     import av
 
     _check_file(path)
@@ -122,6 +194,9 @@ def probe_pyav(path: str | os.PathLike, timeout: float | None = None) -> dict:
         video = container.streams.video[0]
         audio = container.streams.audio[0] if container.streams.audio else None
         ctx = video.codec_context
+        if ctx is None:  # FFmpeg has no decoder for it (an unknown tag, a codec left out)
+            raise MediaError("unsupported_codec", f"no decoder for video tag {_codec_tag(video)!r}")
+        _check_pixels(ctx.width, ctx.height, max_pixels)
         duration = None
         if container.duration:
             duration = container.duration / 1_000_000
@@ -134,12 +209,12 @@ def probe_pyav(path: str | os.PathLike, timeout: float | None = None) -> dict:
             "height": ctx.height or None,
             "fps": _rate(video.average_rate or video.guessed_rate),
             "video_codec": ctx.name,
-            "audio_codec": audio.codec_context.name if audio else None,
+            "audio_codec": audio.codec_context.name if audio and audio.codec_context else None,
             "bit_rate": _int(container.bit_rate),
             "video_bit_rate": _int(video.bit_rate),
             "audio_bit_rate": _int(audio.bit_rate) if audio else None,
             "audio_channels": _audio_channels(audio),
-            "audio_sample_rate": _int(audio.codec_context.sample_rate) if audio else None,
+            "audio_sample_rate": _int(audio.codec_context.sample_rate) if audio and audio.codec_context else None,
             "rotation": None,
             "frame_count": _int(video.frames),
         }
@@ -163,25 +238,34 @@ def probe_pyav(path: str | os.PathLike, timeout: float | None = None) -> dict:
             raise MediaError("undecodable", str(exc)) from exc
         if frame is None:
             raise MediaError("undecodable", "no video frame could be decoded")
+        _check_pixels(frame.width, frame.height, max_pixels)
         info["width"] = info["width"] or frame.width
         info["height"] = info["height"] or frame.height
         info["rotation"] = int(getattr(frame, "rotation", 0) or 0)
         return info
 
 
+def _codec_tag(stream) -> str:
+    try:
+        return str(stream.codec_tag)
+    except Exception:  # noqa: BLE001 - only a message
+        return "?"
+
+
 def _audio_channels(audio) -> int | None:
-    if audio is None:
+    if audio is None or audio.codec_context is None:
         return None
     ctx = audio.codec_context
     layout = getattr(ctx, "layout", None)
     return _int(getattr(layout, "nb_channels", None) or getattr(ctx, "channels", None))
 
 
-def probe_ffprobe(path: str | os.PathLike, timeout: float | None = None) -> dict:
+def probe_ffprobe(path: str | os.PathLike, timeout: float | None = None, max_pixels: int | None = None) -> dict:
     """Probe with the ``ffprobe`` executable in a subprocess (the baseline, and the fallback)."""
     _check_file(path)
     cmd = ["ffprobe", "-v", "error", "-print_format", "json", "-show_format", "-show_streams",
-           "--", str(path)]  # fmt: skip
+           "-format_whitelist", OPEN_OPTIONS["format_whitelist"], "-protocol_whitelist", "file",
+           "--", os.fsdecode(os.path.abspath(path))]  # fmt: skip
     try:
         done = subprocess.run(cmd, capture_output=True, timeout=timeout, check=False)
     except subprocess.TimeoutExpired as exc:
@@ -197,6 +281,9 @@ def probe_ffprobe(path: str | os.PathLike, timeout: float | None = None) -> dict
                   and not s.get("disposition", {}).get("attached_pic")), None)  # fmt: skip
     if video is None:
         raise MediaError("no_video_stream", f"streams: {[s.get('codec_type') for s in streams]}")
+    if video.get("codec_name") in (None, "", "none"):
+        raise MediaError("unsupported_codec", f"no decoder for video tag {video.get('codec_tag_string')!r}")
+    _check_pixels(_int(video.get("width")), _int(video.get("height")), max_pixels)
     audio = next((s for s in streams if s.get("codec_type") == "audio"), {})
     fmt = data["format"]
     duration = fmt.get("duration") or video.get("duration")
@@ -221,20 +308,21 @@ def probe_ffprobe(path: str | os.PathLike, timeout: float | None = None) -> dict
     }
 
 
-def probe(path: str | os.PathLike, timeout: float | None = None) -> dict:
+def probe(path: str | os.PathLike, timeout: float | None = None, max_pixels: int | None = None) -> dict:
     """Metadata of a video file as VideoItem field names; raises :class:`MediaError`.
 
     PyAV in-process first (~1-5 ms, no process start); when PyAV's FFmpeg cannot open the
-    file, the system ``ffprobe`` gets a second look so that every file FFmpeg reads passes.
+    file, the system ``ffprobe`` gets a second look so that every file FFmpeg reads passes
+    (with the same demuxer and protocol lists).
     """
     try:
-        return probe_pyav(path, timeout)
+        return probe_pyav(path, timeout, max_pixels)
     except MediaError as exc:
         if exc.code != "not_a_video":
             raise
         first = exc
     try:
-        info = probe_ffprobe(path, timeout)
+        info = probe_ffprobe(path, timeout, max_pixels)
     except MediaError as exc:
         if exc.code == "not_a_video":
             raise first from None
@@ -332,7 +420,7 @@ def _max_gap(frames: list[tuple[float, np.ndarray]], duration: float) -> float:
     return max(b - a for a, b in zip(times, times[1:])) if len(times) > 1 else duration
 
 
-def phash(path: str | os.PathLike, timeout: float | None = None) -> str:
+def phash(path: str | os.PathLike, timeout: float | None = None, max_pixels: int | None = None) -> str:
     """64-bit perceptual hash of a video as 16 hex chars; raises :class:`MediaError`."""
     import av
 
@@ -342,6 +430,9 @@ def phash(path: str | os.PathLike, timeout: float | None = None) -> str:
         if not container.streams.video:
             raise MediaError("no_video_stream", "no video stream")
         video = container.streams.video[0]
+        if video.codec_context is None:
+            raise MediaError("unsupported_codec", f"no decoder for video tag {_codec_tag(video)!r}")
+        _check_pixels(video.codec_context.width, video.codec_context.height, max_pixels)
         video.thread_type = "NONE"
         video.codec_context.thread_count = 1
         duration = container.duration / 1_000_000 if container.duration else None

@@ -5,7 +5,10 @@ clips of tests/data and bench/results/media_clips (medians of 7 runs, 2-core mac
 load): PyAV 3.0 ms median (1.3-37 ms; it also decodes the first frame) vs ffprobe 82 ms
 (78-94 ms, mostly process start). ``ffprobe`` stays as a second opinion for files PyAV's
 FFmpeg cannot open, so every file the system FFmpeg reads still passes.
-Not a video, no video stream or nothing decodable -> rejected; a time cap -> failed (timeout).
+Only video demuxers are used (``pipelines.media.VIDEO_DEMUXERS``: images, text, playlists and
+scripts are not videos), and frames above ``MEDIA_MAX_PIXELS`` are refused before a decode.
+Not a video, no video stream, an unknown codec, nothing decodable or frames too large ->
+rejected; a cut-off MP4, a time cap -> failed (``truncated``, ``timeout``).
 """
 
 from __future__ import annotations
@@ -21,10 +24,16 @@ class ProbePipeline(ItemPipeline):
 
     stage = "probe"
 
+    def __init__(self, crawler):
+        super().__init__(crawler)
+        self.max_pixels = self.settings.getint("MEDIA_MAX_PIXELS", 7680 * 4320)
+        if self.max_pixels < 0:
+            raise ValueError(f"MEDIA_MAX_PIXELS must be >= 0 (0: no cap), got {self.max_pixels}")
+
     async def process(self, item: VideoItem) -> str:
         if not item.path:
             raise MediaError("missing_file", "no path after download")
-        info = await self.in_thread(probe, item.path, self.media_timeout)
+        info = await self.in_thread(probe, item.path, self.media_timeout, self.max_pixels)
         via = info.pop("probed_by", "pyav")
         for name, value in info.items():
             setattr(item, name, value)

@@ -1,82 +1,129 @@
-"""LocalSpider: every video under a folder (recursive), recognised by its first bytes; files stay put."""
+"""LocalSpider: every file under a folder (recursive), videos recognised by their first bytes; files stay put."""
 
 from __future__ import annotations
 
 import asyncio
 import os
+import stat
+from dataclasses import dataclass
 from pathlib import Path
-from urllib.parse import unquote, urlsplit
+from urllib.parse import unquote_to_bytes, urlsplit
 
 import scrapy
 
-from crawler.items import VideoItem
+from crawler.items import REJECTED, VideoItem
 from crawler.media_types import SNIFF_BYTES, has_video_extension, sniff
 from crawler.spiders.base import RedisBaseSpider
 
 
-def _look(path: str) -> tuple[bool, str | None]:
-    """(is it a video, the container its first bytes announce); raises OSError."""
-    with open(path, "rb") as f:
-        kind = sniff(f.read(SNIFF_BYTES))
-    return bool(kind) or has_video_extension(path), kind
+@dataclass(frozen=True)
+class Found:
+    """One file of the folder and the spider's verdict on it."""
+
+    path: str
+    kind: str | None = None  # the container its first bytes announce (videos)
+    status: str | None = None  # None: a video candidate; else "rejected" / "failed"
+    code: str | None = None
+    message: str | None = None
 
 
-def _scan_dir(directory: str) -> tuple[list[tuple[str, str | None]], list[str], dict[str, int]]:
-    """One folder: (videos as (path, container)), subfolders, skip counts). Runs in a thread."""
-    videos, subdirs, skipped = [], [], {}
+def _inside(path: str, root: str) -> bool:
+    return path == root or path.startswith(root.rstrip(os.sep) + os.sep)
+
+
+def _look(path: str) -> Found:
+    """The verdict on one file (a symlink already allowed); never opens what is not a regular file."""
+    try:
+        info = os.stat(path)
+    except FileNotFoundError:
+        return Found(path, status="failed", code="missing_file", message="a symlink to nothing")
+    except OSError as exc:
+        return Found(path, status="failed", code="unreadable", message=exc.strerror)
+    if not stat.S_ISREG(info.st_mode):  # FIFO, socket, device: opening one could block or harm
+        return Found(path, status=REJECTED, code="not_a_file", message=stat.filemode(info.st_mode))
+    if info.st_size == 0:
+        return Found(path, status="failed", code="empty_file", message="0 bytes")
+    try:
+        with open(path, "rb") as f:
+            kind = sniff(f.read(SNIFF_BYTES))
+    except OSError as exc:
+        return Found(path, status="failed", code="unreadable", message=exc.strerror)
+    if kind or has_video_extension(path):
+        return Found(path, kind)
+    return Found(path, status=REJECTED, code="not_a_video", message="no video container or extension")
+
+
+def _scan_dir(directory: str, root: str, follow_symlinks: bool = False) -> tuple[list[Found], list[str], dict[str, int]]:
+    """One folder: (every file's verdict, subfolders, counts). Runs in a thread.
+
+    Folder symlinks are not followed (no loops). A file symlink whose target lies outside
+    ``root`` (a real path) is rejected ``outside_root`` unless ``follow_symlinks``.
+    """
+    found, subdirs, counts = [], [], {}
     try:
         entries = list(os.scandir(directory))
     except OSError:
-        return videos, subdirs, {"unreadable_dirs": 1}
-    for entry in sorted(entries, key=lambda e: e.name):
+        return found, subdirs, {"unreadable_dirs": 1}
+    for entry in sorted(entries, key=lambda e: os.fsencode(e.name)):
         try:
             if entry.is_dir(follow_symlinks=False):
                 subdirs.append(entry.path)
                 continue
-            if not entry.is_file(follow_symlinks=True):
-                skipped["not_regular"] = skipped.get("not_regular", 0) + 1
-                continue
-            is_video, kind = _look(entry.path)
-        except OSError:
-            skipped["unreadable_files"] = skipped.get("unreadable_files", 0) + 1
+            if entry.is_symlink():
+                if entry.is_dir(follow_symlinks=True):
+                    counts["folder_symlinks"] = counts.get("folder_symlinks", 0) + 1
+                    continue
+                target = os.path.realpath(entry.path)
+                if not follow_symlinks and not _inside(target, root):
+                    found.append(Found(entry.path, status=REJECTED, code="outside_root",
+                                       message="a symlink out of the crawled folder"))  # fmt: skip
+                    continue
+        except OSError as exc:
+            found.append(Found(entry.path, status="failed", code="unreadable", message=exc.strerror))
             continue
-        if is_video:
-            videos.append((entry.path, kind))
-        else:
-            skipped["not_video"] = skipped.get("not_video", 0) + 1
-    return videos, subdirs, skipped
+        found.append(_look(entry.path))
+    return found, subdirs, counts
 
 
-def _scan_single(path: str):
-    """A start path that is one file: the same verdict as inside a folder."""
-    try:
-        is_video, kind = _look(path)
-    except OSError:
-        return [], [], {"unreadable_files": 1}
-    if is_video:
-        return [(path, kind)], [], {}
-    return [], [], {"not_video": 1}
+def display_name(name: str) -> str:
+    """A file name as text that encodes: bytes that are not UTF-8 as ``\\xNN``."""
+    return os.fsencode(name).decode("utf-8", "backslashreplace")
 
 
 class LocalSpider(RedisBaseSpider):
-    """Walks a folder tree in a thread and yields one item per video file, in place.
+    """Walks a folder tree in a thread and yields one item per file, videos in place.
 
     ``scrapy crawl local -a path=~/Videos``; Redis payloads carry a path or a ``file://`` URI
     as ``url``. Files are videos when their first bytes are a known container (MP4/MOV,
     Matroska/WebM, AVI, Ogg, FLV, ASF, MPEG-PS/TS) or, failing that, when their extension
-    says so (the probe pipeline is the real check and records what is not a video). Folder
-    symlinks are not followed (no loops).
+    says so (the probe pipeline is the real check and records what is not a video). Every
+    other file is recorded too, so nothing in the folder goes unaccounted: ``rejected`` with
+    ``not_a_video`` (stage ``crawl``), ``not_a_file`` (FIFOs, sockets, devices: never
+    opened) or ``outside_root``; ``failed`` with ``empty_file``, ``unreadable`` or
+    ``missing_file`` (a dangling symlink). Folder symlinks are not followed (no loops); file
+    symlinks only to files inside the folder, unless ``-a follow_symlinks=1``.
+
+    Names are kept byte for byte: a name that is not UTF-8 stays in ``path`` with
+    ``surrogateescape`` (``os.fsencode(path)`` is the name on disk) and its URL is the
+    percent-encoded ``file://`` URI; ``title`` shows such bytes as ``\\xNN``.
     """
 
     name = "local"
     start_arg = "path"
+
+    def __init__(self, *args, follow_symlinks=None, **kwargs):
+        super().__init__(*args, **kwargs)
+        value = str(follow_symlinks if follow_symlinks is not None else "0").strip().lower()
+        if value not in ("0", "1", "true", "false", "yes", "no"):
+            raise ValueError(f"follow_symlinks must be 1 or 0, got {follow_symlinks!r}")
+        self.follow_symlinks = value in ("1", "true", "yes")
 
     def start_payload_url(self, value: str) -> str:
         return Path(value).expanduser().resolve().as_uri()
 
     def make_start_request(self, url: str, meta: dict):
         if url.startswith("file:"):
-            path = unquote(urlsplit(url).path)
+            path = os.fsdecode(unquote_to_bytes(urlsplit(url).path))
         else:
             path = url
         meta.update(scan_root=str(Path(path).expanduser()), dont_obey_robotstxt=True)
@@ -84,34 +131,47 @@ class LocalSpider(RedisBaseSpider):
 
     async def scan(self, response):
         root = Path(response.meta["scan_root"]).absolute()
-        if root.is_file():
-            videos, _, skipped = await asyncio.to_thread(_scan_single, str(root))
-            for name, n in skipped.items():
-                self.count(f"skipped/{name}", n)
-            for path, kind in videos:
-                if self.first_sighting(Path(path).as_uri()):
-                    yield self.emit(self.to_item(path))
+        if root.is_file():  # one file named on purpose: read even if it is a symlink
+            for found in [await asyncio.to_thread(_look, str(root))]:
+                item = self._new(found)
+                if item is not None:
+                    yield item
             return
         if not root.is_dir():
             self.count("missing_roots")
-            self.logger.error("no such folder: %s", root)
+            self.logger.error("no such folder: %s", display_name(str(root)))
             return
-        pending = [str(root)]
+        pending, real_root = [str(root)], os.path.realpath(root)
         while pending:
-            videos, subdirs, skipped = await asyncio.to_thread(_scan_dir, pending.pop())
+            found, subdirs, counts = await asyncio.to_thread(_scan_dir, pending.pop(), real_root,
+                                                             self.follow_symlinks)  # fmt: skip
             pending.extend(reversed(subdirs))
-            for name, n in skipped.items():
+            for name, n in counts.items():
                 self.count(f"skipped/{name}", n)
-            for path, kind in videos:
-                self.count(f"sniffed/{kind or 'by_extension'}")
-                if not self.first_sighting(Path(path).as_uri()):
-                    self.count("videos_seen_before")
-                    continue
-                yield self.emit(self.to_item(path))
+            for one in found:
+                item = self._new(one)
+                if item is not None:
+                    yield item
+
+    def _new(self, found: Found) -> VideoItem | None:
+        """The item for a file not seen before by any process on this Redis, counted."""
+        if found.status is None:
+            self.count(f"sniffed/{found.kind or 'by_extension'}")
+        else:
+            self.count(f"skipped/{found.code}")
+        item = self.to_item(found.path)
+        if not self.first_sighting(item.url):
+            self.count("videos_seen_before")
+            return None
+        if found.status == REJECTED:
+            item.reject("crawl", found.code, found.message)
+        elif found.status is not None:
+            item.fail("crawl", found.code, found.message)
+        return self.emit(item)
 
     @staticmethod
     def to_item(path: str) -> VideoItem:
         p = Path(path).absolute()
         return VideoItem(url=p.as_uri(), source="local", path=str(p), download_via="local",
-                         title=p.stem)  # fmt: skip
+                         title=display_name(p.stem))  # fmt: skip
 

@@ -7,9 +7,11 @@ from urllib.parse import quote
 
 import scrapy
 
+from crawler.errors import REJECT_CODES
 from crawler.items import VideoItem
-from crawler.netguard import UNRESOLVABLE, NetPolicy, refusal
+from crawler.netguard import UNRESOLVABLE, Guard, NetPolicy, Refused, refusal
 from crawler.spiders.base import RedisBaseSpider
+from crawler.ytdlp_guard import GUARDED_OPTIONS, guarded
 
 
 def _published(info: dict) -> str | None:
@@ -47,6 +49,11 @@ class YtdlpSpider(RedisBaseSpider):
     video, ``download_via="ytdlp"``, ``platform_id="<extractor_key>:<id>"``. A URL that
     cannot be resolved yields an item failed at stage ``resolve`` with a reason code
     (``timeout``, ``unsupported_url``, ``unavailable``, ``login_required``...).
+
+    Every connection yt-dlp opens while resolving (the page, extractor API calls, redirects)
+    passes crawler.netguard (``crawler.ytdlp_guard.guarded``): a refused one rejects the URL
+    at stage ``resolve`` with the guard's code (``private_address``...), whatever yt-dlp
+    made of the failure.
     """
 
     name = "ytdlp"
@@ -55,6 +62,7 @@ class YtdlpSpider(RedisBaseSpider):
     def from_crawler(cls, crawler, *args, **kwargs):
         spider = super().from_crawler(crawler, *args, **kwargs)
         spider.allow_private = NetPolicy.from_settings(crawler.settings)
+        spider.guard = Guard(spider.allow_private)
         spider.timeout = crawler.settings.getfloat("YTDLP_RESOLVE_TIMEOUT", 120)
         spider.max_entries = crawler.settings.getint("YTDLP_MAX_ENTRIES", 0)
         return spider
@@ -75,12 +83,21 @@ class YtdlpSpider(RedisBaseSpider):
         opts = {
             "quiet": True, "no_warnings": True, "skip_download": True, "noprogress": True,
             "extract_flat": "in_playlist" if flat else False, "socket_timeout": 30,
-            "ignore_no_formats_error": True, "logger": _QuietLogger(self.logger),
+            "ignore_no_formats_error": True, "logger": _QuietLogger(self.logger), **GUARDED_OPTIONS,
         }  # fmt: skip
         if self.max_entries:
             opts["playlistend"] = self.max_entries
-        with yt_dlp.YoutubeDL(opts) as ydl:
-            return ydl.extract_info(url, download=False)
+        with guarded(self.guard) as refusals:  # this thread's connections: yt-dlp's own
+            try:
+                with yt_dlp.YoutubeDL(opts) as ydl:
+                    info = ydl.extract_info(url, download=False)
+            except Exception:
+                if refusals:
+                    raise Refused(refusals.code, refusals.describe()) from None
+                raise
+        if refusals:
+            raise Refused(refusals.code, refusals.describe())
+        return info
 
     async def resolve(self, response):
         url = response.meta["resolve_url"]
@@ -100,6 +117,12 @@ class YtdlpSpider(RedisBaseSpider):
             )
         except asyncio.TimeoutError:
             info, code, msg = None, "timeout", f"no answer in {self.timeout:g} s"
+        except Refused as exc:  # netguard refused a request yt-dlp made: a verdict, not a failure
+            self.count(f"resolve_refused/{exc.code}")
+            item = VideoItem(url=url, source="ytdlp", download_via="ytdlp", page_url=page_url)
+            record = item.reject if exc.code in REJECT_CODES else item.fail  # unresolvable: DNS may answer later
+            yield self.emit(record("resolve", exc.code, str(exc).split(": ", 2)[-1]))
+            return
         except Exception as exc:  # noqa: BLE001 - yt-dlp raises many kinds; each is recorded
             info, code, msg = None, error_code(exc), str(exc).splitlines()[0][:300]
         else:

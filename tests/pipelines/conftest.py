@@ -47,16 +47,20 @@ SETTINGS = {
 }
 
 
-def crawl(tmp_path: Path, items: list[dict], name: str = "items") -> tuple[dict, str]:
-    """Run the tiny spider over ``items``; return ({url: feed item}, log text)."""
+def crawl(tmp_path: Path, items: list[dict], name: str = "items", env: dict | None = None,
+          timeout: float = 120, **settings) -> tuple[dict, str]:
+    """Run the tiny spider over ``items``; return ({url: feed item}, log text).
+
+    ``settings`` override ``SETTINGS`` (``-s``); ``env`` adds to the subprocess environment.
+    """
     spider = tmp_path / "tiny_spider.py"
     spider.write_text(SPIDER)
     feed = tmp_path / f"{name}.jsonl"
     cmd = [PYTHON, "-m", "scrapy", "runspider", str(spider), "-O", f"{feed}:jsonlines"]
-    for key, value in SETTINGS.items():
+    for key, value in {**SETTINGS, **settings}.items():
         cmd += ["-s", f"{key}={value}"]
-    env = project_env(TINY_ITEMS=json.dumps(items))
-    done = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
+    env = project_env(TINY_ITEMS=json.dumps(items), **(env or {}))
+    done = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout)
     (tmp_path / f"{name}.log").write_text(done.stderr)  # kept for a failing test's reader
     assert done.returncode == 0, done.stderr[-3000:]
     rows = [json.loads(line) for line in feed.read_text().splitlines() if line.strip()]

@@ -25,7 +25,7 @@ def test_key_prefix_setting_moves_every_key_the_crawl_writes(tmp_path, media, re
     assert done.returncode == 0, done.stderr[-3000:]
 
     keys = RedisKeys("x")
-    assert redis_client.xlen(keys.stream) == 2
+    assert redis_client.xlen(keys.stream) == 3  # two videos, and the byte copy's provenance notice
     assert Ledger(redis_client, keys).counts() == {"queued": 2, "duplicate": 1}
     written = sorted(k.decode() for k in redis_client.keys("*"))
     # the project's keys under x:, scrapy-redis' own under the spider's name; nothing under vp:
