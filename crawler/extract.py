@@ -28,6 +28,7 @@ from functools import lru_cache
 from urllib.parse import urljoin, urlsplit
 
 from parsel import Selector
+from w3lib.html import remove_tags, replace_entities
 from w3lib.url import safe_url_string
 
 from crawler.media_types import VIDEO_EXTENSIONS
@@ -49,6 +50,7 @@ ISO_DURATION = re.compile(
     r"(?:(?P<s>\d+(?:\.\d+)?)S)?)?$",
     re.I,
 )
+BLOCK_END = re.compile(r"<(?:br|/p|/div|/li|/tr|/td|/h\d)\b[^>]*>", re.I)  # become spaces in html_text
 ROBOTS_OPT_OUT = frozenset({"noai", "noindex", "none", "noimageai"})
 
 
@@ -110,6 +112,16 @@ def _clean(text) -> str | None:
         return None
     text = " ".join(text.split())
     return text or None
+
+
+def html_text(value) -> str | None:
+    """Plain text of an HTML fragment (feed descriptions, Commons metadata): tags and entities out."""
+    text = _clean(value)
+    if text is None:
+        return None
+    if "<" in text:
+        text = remove_tags(BLOCK_END.sub(" ", text))
+    return _clean(replace_entities(text))
 
 
 def _ext(url: str) -> str:

@@ -1,7 +1,8 @@
 """Every URL's latest state in Redis, with live counts per state, shared by crawl and workers.
 
 Keys (``RedisKeys.ledger`` / ``ledger_counts``): ``<prefix>:ledger`` hashes a video's URL to a
-JSON record ``{"status", "video_id", "stage", "error", "source", "at"}``; ``<prefix>:ledger:counts``
+JSON record ``{"status", "video_id", "stage", "error", "source", "page_url", "at"}`` (``page_url``:
+where the video was found, so ``retry`` can send a failed download back through its spider); ``<prefix>:ledger:counts``
 holds one counter per state, kept exact by a Lua script that moves a URL from its old
 state's counter to the new one atomically, whatever process writes.
 """
@@ -48,9 +49,12 @@ class Ledger:
         stage: str | None = None,
         error: str | None = None,
         source: str | None = None,
+        page_url: str | None = None,
     ) -> None:
         entry = {"status": status, "video_id": video_id, "stage": stage, "error": error,
                  "source": source, "at": utcnow()}  # fmt: skip
+        if page_url:
+            entry["page_url"] = page_url
         self._record(keys=[self.key, self.counts_key], args=[url, status, json.dumps(entry)])
 
     def record_item(self, item: VideoItem) -> None:
@@ -59,7 +63,7 @@ class Ledger:
         if item.status not in ("failed", "rejected"):
             stage, error = None, None
         self.record(item.url, item.status, video_id=item.video_id, stage=stage,
-                    error=error, source=item.source)  # fmt: skip
+                    error=error, source=item.source, page_url=item.page_url)  # fmt: skip
 
     def get(self, url: str) -> dict | None:
         raw = self.client.hget(self.key, url)

@@ -203,13 +203,17 @@ class RedisBaseSpider(RedisSpider):
         keys = [RedisKeys.leased(queue)] + ([self.start_leases.zkey] if self.start_leases else [])
         return any(self.server.zcard(key) for key in keys)
 
+    def _recorded(self, url: str) -> bool:
+        """The ledger has a crawl state for ``url`` (``new`` is a retry's placeholder, not one)."""
+        raw = self.server.hget(self.ledger_key, url)
+        return raw is not None and json.loads(raw).get("status") != "new"
+
     def _item_through(self, item, response=None, failure=None, **kwargs):
         """An item left the pipelines: settle its claims; if the ledger lacks it, hand its request back."""
         if not isinstance(item, VideoItem):
             return
         try:
-            recorded = failure is None and (
-                not self.ledger_required or bool(self.server.hexists(self.ledger_key, item.url)))  # fmt: skip
+            recorded = failure is None and (not self.ledger_required or self._recorded(item.url))
             if item.url in self._sighted:
                 self.sightings.settle(item.url, recorded)
             self.download_claims.settle(item, recorded)

@@ -113,7 +113,8 @@ CASES = [
     ("   ", "unknown"),
     (None, "unknown"),
     # JSON-LD license values: a URL, a CreativeWork, an @id, a list
-    ({"@type": "CreativeWork", "name": "CC BY 4.0", "url": "https://creativecommons.org/licenses/by/4.0/"}, "CC-BY-4.0"),
+    ({"@type": "CreativeWork", "name": "CC BY 4.0", "url": "https://creativecommons.org/licenses/by/4.0/"},
+     "CC-BY-4.0"),
     ({"@id": "https://creativecommons.org/licenses/by-nc/4.0/"}, "CC-BY-NC-4.0"),
     ({"name": "Attribution-ShareAlike 4.0 International"}, "CC-BY-SA-4.0"),
     ({"@type": "CreativeWork", "name": "All rights reserved"}, "unknown"),
