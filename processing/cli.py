@@ -41,6 +41,13 @@ def build_parser() -> argparse.ArgumentParser:
     work.add_argument("--claim-idle-ms", type=_positive, default=None,
                       help="reclaim entries another worker left pending this long "
                            "(default: PROCESSING_CLAIM_IDLE_MS)")
+    work.add_argument("--dedup-method", choices=("phash", "embedding", "both"), default=None,
+                      help="near-duplicate test: the perceptual hash alone, frame embeddings alone, "
+                           "or both (default: DEDUP_METHOD, both)")
+    work.add_argument("--phash-threshold", type=int, default=None, dest="phash_max_distance", metavar="BITS",
+                      help="most Hamming bits between two copies' hashes (default: PHASH_MAX_DISTANCE)")
+    work.add_argument("--embedding-threshold", type=float, default=None, dest="neardup_threshold",
+                      metavar="COSINE", help="least frame similarity of a copy (default: NEARDUP_THRESHOLD)")
     work.add_argument("--ray-logs", action="store_true", help="show actors' output here")
     work.add_argument("--ray-dashboard", action="store_true",
                       help="start Ray's dashboard (:8265) with the local Ray (a cluster has its own)")
@@ -55,12 +62,24 @@ def build_parser() -> argparse.ArgumentParser:
     status.add_argument("--json", action="store_true", help="machine-readable output")
     status.set_defaults(func=cmd_status)
 
-    retry = sub.add_parser("retry", help="put failed items back on the work stream")
+    retry = sub.add_parser("retry", help="put failed items back: worker failures on the work stream, "
+                                         "crawl failures (downloads...) through their spider's queue")
     retry.add_argument("--stage", default=None,
-                       help="only items that failed at this stage (frames, embed, labels...)")
+                       help="only items that failed at this stage (download, probe, frames, embed, labels...)")
     retry.add_argument("--dead", action="store_true",
                        help="also requeue dead-lettered entries that hold a valid item")
     retry.set_defaults(func=cmd_retry)
+
+    forget = sub.add_parser("forget", help="a takedown: remove a video everywhere; later crawls reject it")
+    forget.add_argument("--url", action="append", default=[], metavar="URL",
+                        help="a URL (or local path) where the video was found, its page, or a copy's URL")
+    forget.add_argument("--video-id", action="append", default=[], metavar="ID",
+                        help="a video id, or any unique prefix of it")
+    forget.add_argument("--domain", action="append", default=[], metavar="DOMAIN",
+                        help="every video found on this site (and its subdomains), now and later")
+    forget.add_argument("--dry-run", action="store_true", help="list what would be removed; change nothing")
+    forget.add_argument("--json", action="store_true", help="machine-readable output")
+    forget.set_defaults(func=cmd_forget)
 
     try:
         from processing.catalogue import cli as catalogue_cli
@@ -75,7 +94,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 WORK_OPTIONS = ("num_workers", "model_workers", "batch_size", "frames_per_video", "num_gpus",
                 "max_inflight", "claim_idle_ms", "ray_address", "ray_logs", "ray_dashboard",
-                "metrics_port", "metrics_host")  # fmt: skip
+                "metrics_port", "metrics_host", "dedup_method", "phash_max_distance",
+                "neardup_threshold")  # fmt: skip
 
 
 def _config(args):
@@ -99,11 +119,22 @@ def _dashboard_missing() -> str | None:
     return f"Ray's dashboard needs packages this install lacks ({error})" if error else None
 
 
+def _check_stages(cfg) -> None:
+    """Build every step's stage from ``cfg`` here, before Ray starts (no model is loaded: that is
+    ``setup``), so bad configuration, such as an opt-in labeler without its model, stops
+    ``work`` at once with the stage's own sentence (a ValueError)."""
+    from processing.pipeline import STEPS, load_stage_class
+
+    for step in STEPS:
+        load_stage_class(cfg.stages[step.name]).from_config(cfg)
+
+
 def cmd_work(args) -> int:
     from processing.runtime.runner import Runner
 
     try:
         cfg = _config(args)
+        _check_stages(cfg)
     except ValueError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
@@ -160,14 +191,82 @@ def cmd_retry(args) -> int:
     from processing.catalogue import open_catalogue
     from processing.runtime.stream import retry_failed
 
+    from crawler.retry import requeue_crawl_failures
+
+    cfg = _config(args)
+    client = get_redis()
     with open_catalogue() as catalogue:
-        counts = retry_failed(get_redis(), catalogue, _config(args), stage=args.stage, dead=args.dead)
-    msg = f"requeued {counts['requeued']} failed items"
+        counts = retry_failed(client, catalogue, cfg, stage=args.stage, dead=args.dead)
+    crawl = requeue_crawl_failures(client, cfg.keys, stage=args.stage)
+    stuck = crawl.pop("not_requeued", 0)
+    total = counts["requeued"] + counts["dead"] + sum(crawl.values())
+    parts = [f"{counts['requeued']} failed in the workers (back on the work stream)"]
+    if args.dead:
+        parts.append(f"{counts['dead']} dead-lettered")
+    by_spider = ", ".join(f"{k} {v}" for k, v in sorted(crawl.items()))
+    parts.append(f"{sum(crawl.values())} failed in the crawl (back in their spiders' queues"
+                 + (f": {by_spider})" if by_spider else ")"))
+    msg = f"requeued {total}: " + "; ".join(parts)
     if args.stage:
         msg += f" (stage {args.stage}; {counts['skipped']} failed elsewhere left alone)"
-    if args.dead:
-        msg += f", {counts['dead']} dead-lettered"
+    if stuck:
+        msg += f"; {stuck} crawl failure(s) have no way back (their source recorded no page to start from)"
     print(msg)
+    for spider in sorted(crawl):
+        print(f"  a running `scrapy crawl {spider}` takes them; or start one that stops when done: "
+              f"scrapy crawl {spider} -s MAX_IDLE_TIME_BEFORE_CLOSE=10")
+    if total:
+        print("  then: python -m processing work --until-empty")
+    return 0
+
+
+def cmd_forget(args) -> int:
+    from pathlib import Path
+
+    from crawler.connection import get_redis
+    from processing.catalogue import open_catalogue
+    from processing.catalogue.cli import resolve_video_id
+    from processing.forget import Forgetter
+
+    if not (args.url or args.video_id or args.domain):
+        print("error: forget needs --url, --video-id or --domain", file=sys.stderr)
+        return 2
+    local = lambda u: "://" not in u and (u.startswith(("/", "~", ".")) or Path(u).exists())  # noqa: E731
+    urls = [Path(u).expanduser().absolute().as_uri() if local(u) else u for u in args.url]  # a path: its file:// URI
+    try:
+        cfg = _config(args)
+        with open_catalogue() as catalogue:
+            ids = []
+            for text in args.video_id:
+                vid, error = resolve_video_id(catalogue, text)
+                if vid is None and len(text) == 64 and all(c in "0123456789abcdef" for c in text.lower()):
+                    vid = text.lower()  # not (or no longer) in the catalogue: its bytes are refused all the same
+                if vid is None:
+                    print(f"error: {error}", file=sys.stderr)
+                    return 1
+                ids.append(vid)
+            forgetter = Forgetter.from_config(catalogue, get_redis(), cfg)
+            report = forgetter.forget(urls=urls, video_ids=ids, domains=args.domain, dry_run=args.dry_run)
+    except ValueError as exc:  # a domain that is no domain
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    if args.json:
+        print(json.dumps(report.to_dict() | {"dry_run": args.dry_run}, indent=2, sort_keys=True))
+        return 0
+    verb = "would forget" if args.dry_run else "forgot"
+    lines = [f"{verb} {len(report.videos)} video(s)" + (":" if report.videos else "")]
+    for v in report.videos:
+        lines.append(f"  {v['video_id'][:16]}  {v.get('status') or 'not in the catalogue'}  "
+                     f"{v.get('title') or ''}  {v.get('url') or ''}".rstrip())  # fmt: skip
+    if not args.dry_run:
+        lines.append(f"deleted {len(report.files_deleted)} file(s) (videos, thumbnails)")
+        if report.files_left:
+            lines.append(f"left {len(report.files_left)} file(s) that are not the project's copy: "
+                         + ", ".join(report.files_left[:5]) + (" ..." if len(report.files_left) > 5 else ""))
+        lines.append(f"near-duplicate index: {report.index_vectors} video(s) purged")
+        lines.append(f"{report.tombstones} new tombstone(s): later crawls reject these videos, URLs and "
+                     f"domains as opted_out: forgotten")  # fmt: skip
+    print("\n".join(lines))
     return 0
 
 

@@ -3,14 +3,22 @@
 Exact search (``IndexFlatIP``) while small, HNSW past ``approx_threshold`` vectors; the hashes
 sit in a uint64 array so a lookup is one vectorised XOR + popcount over every kept video.
 Saved to and loaded from a folder (one per embedding model: models are never mixed).
+
+Takedowns (``python -m processing forget``): the index folder holds ``forgotten.txt``, one
+forgotten video id a line; ``purge`` drops a video's vectors and hash at once (not only a
+tombstone). Whoever saves or edits the indexes holds ``locked(index_dir)``, so the near-dup
+actor and ``forget`` never write the files at the same time.
 """
 
 from __future__ import annotations
 
+import fcntl
 import json
 import logging
 import os
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Iterable, Iterator
 
 import numpy as np
 
@@ -25,6 +33,40 @@ def phash_value(value) -> int | None:
         return int(value, 16)
     except ValueError:
         return None
+
+
+FORGOTTEN_FILE = "forgotten.txt"  # in the index dir: one forgotten video id a line
+
+
+@contextmanager
+def locked(index_dir: Path) -> Iterator[None]:
+    """Hold the index dir's lock (``.lock``, flock) while saving or editing its indexes."""
+    index_dir = Path(index_dir)
+    index_dir.mkdir(parents=True, exist_ok=True)
+    with open(index_dir / ".lock", "a") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+def read_forgotten(index_dir: Path) -> set[str]:
+    """The forgotten video ids of an index dir (empty when there is none)."""
+    try:
+        return set((Path(index_dir) / FORGOTTEN_FILE).read_text().split())
+    except FileNotFoundError:
+        return set()
+
+
+def add_forgotten(index_dir: Path, video_ids: Iterable[str]) -> None:
+    """Append ids to the dir's forgotten list (hold ``locked(index_dir)``)."""
+    new = sorted(set(video_ids) - read_forgotten(index_dir))
+    if new:
+        with open(Path(index_dir) / FORGOTTEN_FILE, "a") as fh:
+            fh.write("".join(f"{v}\n" for v in new))
+            fh.flush()
+            os.fsync(fh.fileno())
 
 
 def _popcount(x: np.ndarray) -> np.ndarray:
@@ -138,6 +180,18 @@ class FrameIndex:
             self._set_hash(num, None)
             self.dirty = True
 
+    def purge(self, video_ids: Iterable[str]) -> int:
+        """Remove these videos and drop their vectors now (a takedown); returns how many were live."""
+        n = 0
+        for vid in video_ids:
+            num = self.by_id.get(vid)
+            if num is not None and self.videos[num]["alive"]:
+                self.remove(vid)
+                n += 1
+        if n:
+            self.compact(force=True)
+        return n
+
     def _rebuild(self, approximate: bool, keep: np.ndarray | None = None) -> None:
         """New index from the stored vectors (all rows, or the ``keep`` mask)."""
         vectors = self.index.reconstruct_n(0, self.ntotal) if self.ntotal else np.zeros((0, self.dim), np.float32)
@@ -150,12 +204,13 @@ class FrameIndex:
         self.owners = owners
         log.info("frame index rebuilt: %d vectors, %s", self.ntotal, type(self.index).__name__)
 
-    def compact(self) -> None:
+    def compact(self, force: bool = False) -> None:
+        """Drop dead videos' vectors once a quarter of the rows are dead (``force``: any)."""
         if not self.videos or not self.ntotal:
             return
         alive = np.array([v["alive"] for v in self.videos], dtype=bool)
         keep = alive[self.owners] if len(self.owners) else np.zeros(0, bool)
-        if keep.size and (~keep).mean() >= 0.25:
+        if keep.size and (~keep).any() and (force or (~keep).mean() >= 0.25):
             self._rebuild(approximate=int(keep.sum()) > self.approx_threshold, keep=keep)
 
     # -- queries -------------------------------------------------------------------------
@@ -195,6 +250,29 @@ class FrameIndex:
                 if sim > best[q]:
                     best[q] = sim
         return out
+
+    def hashes_within(self, phash: str | None, max_distance: int) -> list[tuple[int, int]]:
+        """(video number, Hamming distance) of EVERY live video within ``max_distance`` bits of
+        ``phash``, nearest first (``nearest_hash`` gives only the nearest)."""
+        value = phash_value(phash)
+        n = len(self.videos)
+        if value is None or n == 0 or max_distance < 0 or not self._hashed[:n].any():
+            return []
+        distances = _popcount(self._hashes[:n] ^ np.uint64(value)).astype(np.int16)
+        distances[~self._hashed[:n]] = 99
+        nums = np.flatnonzero(distances <= max_distance)
+        return sorted(((int(i), int(distances[i])) for i in nums), key=lambda t: (t[1], t[0]))
+
+    def video_vectors(self, video_id: str) -> np.ndarray:
+        """The frame vectors stored for one live video, (N, dim) float32 (as the index keeps them:
+        lossy when the index compresses its vectors); (0, dim) for an unknown or removed video."""
+        num = self.by_id.get(video_id)
+        if num is None or not self.videos[num]["alive"]:
+            return np.zeros((0, self.dim), np.float32)
+        rows = np.flatnonzero(self.owners == num)
+        if not len(rows):
+            return np.zeros((0, self.dim), np.float32)
+        return np.stack([self.index.reconstruct(int(r)) for r in rows]).astype(np.float32)
 
     # -- persistence ---------------------------------------------------------------------
     def save(self, folder: Path) -> None:

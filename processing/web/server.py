@@ -80,6 +80,7 @@ def card(doc: dict[str, Any], score: float | None = None) -> dict[str, Any]:
         "height": doc.get("height"),
         "source": doc.get("source"),
         "license": doc.get("license"),
+        "license_id": doc.get("license_id"),  # normalised (crawler/licenses.py); the facet's values
         "status": doc.get("status"),
         "duplicate_of": doc.get("duplicate_of"),
         "similarity": doc.get("similarity"),

@@ -53,7 +53,7 @@ def corpus(media, thumbs_dir):
                  thumbnail=th["bigbuckbunny"]),
         make_doc("puppy", "Happy pup by the sea", vector=unit(0.95, 0.3, 0, 0),
                  labels={"caption": cap("a young golden puppy plays in the waves at the seaside")},
-                 duration=12.0, width=1280, height=720, license="CC BY 3.0", path=media["bikes"], thumbnail=th["bikes"]),
+                 duration=12.0, width=1280, height=720, license="Attribution 4.0 International", path=media["bikes"], thumbnail=th["bikes"]),
         make_doc("bikes", "Mountain bikes downhill race", vector=unit(0, 1, 0, 0), tags=["sport"],
                  labels={"imagenet": tags("mountain bike"), "transcript": {"model": "whisper-tiny", "text": "and the riders take the jump"}},
                  duration=30.0, width=1920, height=1080, license="http://creativecommons.org/publicdomain/zero/1.0/", source="archive",

@@ -44,7 +44,8 @@ def test_index_template_has_explicit_mappings():
     assert tpl["template"]["mappings"]["dynamic"] is False
     for name in ("title", "description", "caption", "ocr_text", "transcript"):
         assert props[name]["type"] == "text" and props[name]["fields"]["keyword"]["type"] == "keyword"
-    for name in ("tags", "source", "license", "license_id", "places", "domains", "video_codec", "audio_codec", "status", "duplicate_of"):
+    for name in ("tags", "source", "license", "license_id", "places", "domains", "extractor", "platform_id",
+                 "video_codec", "audio_codec", "status", "duplicate_of"):
         assert props[name]["type"] == "keyword"
     for name, kind in (("duration", "float"), ("width", "integer"), ("size_bytes", "long"), ("fetched_at", "date")):
         assert props[name]["type"] == kind

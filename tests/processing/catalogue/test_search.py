@@ -53,13 +53,13 @@ def test_filters_and_facet_counts(cat):
     assert everything.total == 5
     assert dict(everything.facets["sources"]) == {"web": 4, "archive": 1}
     # licences are normalised (crawler/licenses.py): the facet counts SPDX ids, not raw URLs and names
-    assert dict(everything.facets["licenses"]) == {"CC-BY-4.0": 1, "CC-BY-3.0": 1, "CC0-1.0": 1, "CC-BY-SA-4.0": 1,
-                                                   "unknown": 1}
+    assert dict(everything.facets["licenses"]) == {"CC-BY-4.0": 2, "CC0-1.0": 1, "CC-BY-SA-4.0": 1, "unknown": 1}
     assert dict(everything.facets["tags"])["demo"] == 1  # the duplicate's tag is not counted
     assert ids(cat.search(SearchQuery(tags=["Golden Retriever"]))) == [vid("dog")]
     assert ids(cat.search(SearchQuery(source="archive"))) == [vid("bikes")]
     assert set(ids(cat.search(SearchQuery(license="CC-BY")))) == {vid("dog"), vid("puppy")}  # the family, not -SA
-    assert ids(cat.search(SearchQuery(license="cc-by-4.0"))) == [vid("dog")]  # an id: exact
+    assert set(ids(cat.search(SearchQuery(license="cc-by-4.0")))) == {vid("dog"), vid("puppy")}  # an id: exact
+    assert ids(cat.search(SearchQuery(license="CC-BY-3.0"))) == []
     assert ids(cat.search(SearchQuery(license="cc-by-sa"))) == [vid("world")]
     assert set(ids(cat.search(SearchQuery(license="open")))) == {vid("dog"), vid("puppy"), vid("bikes"), vid("world")}
     assert ids(cat.search(SearchQuery(license="unknown"))) == [vid("phone")]
@@ -69,6 +69,8 @@ def test_filters_and_facet_counts(cat):
     assert set(ids(cat.search(SearchQuery(min_height=720)))) == {vid("puppy"), vid("bikes")}
     combined = cat.search(SearchQuery("dog", license="cc-by", min_duration=15))
     assert ids(combined) == [vid("dog")] and dict(combined.facets["licenses"]) == {"CC-BY-4.0": 1}
+    with pytest.raises(ValueError, match="names no licence"):
+        SearchQuery(license="all rights reserved")
 
 
 def test_status_filter_reaches_every_state(cat):
@@ -197,3 +199,24 @@ def test_text_vectors_are_embedded_once_capped_per_query_and_warmed(tmp_path):
         c.upsert([make_doc("d0", "now a mountain lake")])  # changed text: embedded again
         assert c.searcher.refresh_text_vectors() == 1
         assert ids(c.search(SearchQuery("alpine water", semantic=True)))[0] == vid("d0")
+
+
+def test_an_older_catalogue_file_gets_its_licences_normalised_on_open(tmp_path):
+    import sqlite3
+
+    from processing.catalogue.sqlite import SCHEMA
+
+    path = tmp_path / "old.sqlite"
+    db = sqlite3.connect(path)  # the schema before license_id, with a document the old code wrote
+    db.executescript(SCHEMA.replace(", license_id TEXT", ""))
+    old = make_doc("dog", "A dog", license="http://creativecommons.org/licenses/by-sa/3.0/")
+    old.pop("license_id")
+    db.execute("INSERT INTO videos (video_id, status, url, source, doc) VALUES (?, 'indexed', ?, 'web', ?)",
+               (old["video_id"], old["url"], json.dumps(old)))  # fmt: skip
+    db.execute("INSERT INTO search_facts (video_id, status, source, license) VALUES (?, 'indexed', 'web', ?)",
+               (old["video_id"], old["license"]))  # fmt: skip
+    db.commit()
+    db.close()
+    with SqliteCatalogue(path) as cat:
+        assert ids(cat.search(SearchQuery(license="cc-by-sa", semantic=False))) == [vid("dog")]
+        assert dict(cat.search(SearchQuery(semantic=False)).facets["licenses"]) == {"CC-BY-SA-3.0": 1}
