@@ -52,6 +52,8 @@ def searchable_text(doc: Mapping[str, Any]) -> dict[str, str]:
     out = {"title": text(doc.get("title")), "description": text(doc.get("description"))}
     for name, column in TEXT_LABELS.items():
         out[column] = label_text(doc, name)
+    if not out["caption"]:  # a caption the source gave (a URL list's column), when no model wrote one
+        out["caption"] = text(doc.get("caption"))
     return out
 
 

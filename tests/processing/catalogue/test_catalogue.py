@@ -46,6 +46,16 @@ def test_the_backend_is_chosen_by_the_url_scheme(data_dir):
         open_catalogue("ftp://x")
 
 
+def test_a_caption_from_the_source_is_searchable_when_no_model_wrote_one(cat):
+    listed = make_doc("listed", "clip 0001")
+    listed["caption"] = "a dog catches a frisbee"  # a URL list's caption column
+    captioned = make_doc("captioned", "clip 0002", labels={"caption": {"text": "a cat asleep on a sofa"}})
+    captioned["caption"] = "frisbee"  # the model's caption wins over the source's
+    cat.upsert([listed, captioned])
+    assert [h.video_id for h in cat.search(SearchQuery("frisbee", semantic=False)).hits] == [vid("listed")]
+    assert [h.video_id for h in cat.search(SearchQuery("sofa", semantic=False)).hits] == [vid("captioned")]
+
+
 def test_odd_documents_are_stored_and_still_searchable(cat):
     odd = make_doc("odd", "Odd one", license=42, labels={"ocr": "not a dict", "caption": {"text": None},
                                                           "imagenet": {"tags": ["plain", {"name": None}]}})

@@ -42,7 +42,7 @@ def test_objects_reference_each_other_and_mapped_fields():
                     fields.add(agg["params"]["field"])
         if o["type"] == "search":
             fields.update(o["attributes"]["columns"])
-    assert {"tags", "source", "duration", "resolution", "license", "duplicate_of", "status"} <= fields
+    assert {"tags", "source", "duration", "resolution", "license_id", "duplicate_of", "status"} <= fields
     assert fields <= set(props), fields - set(props)
 
 
