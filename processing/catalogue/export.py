@@ -12,19 +12,23 @@ Every export also writes ``duplicates.json``: each canonical id that has copies 
 [near-duplicate ids], "places": [every place the video was found: the canonical's own, its
 byte-identical copies at other URLs or paths, each near-duplicate and its copies; each with url,
 page_url, path, source, license, license_id, kind (canonical / exact / near), similarity]}``.
+
+The output is a folder or a bucket prefix (``--out s3://bucket/prefix``, ``gs://...``;
+processing/catalogue/output.py), the same files in both; video files are read where the
+documents say they are (a path or an object URI, ``crawler.locations``).
 """
 
 from __future__ import annotations
 
 import csv
 import json
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Iterator
 
 from processing.catalogue.base import Catalogue
 from processing.catalogue.documents import doc_copies, doc_license_id, doc_tags, label_text
+from processing.catalogue.output import Output
 
 MANIFESTS = ("jsonl", "csv", "parquet")
 TRAINING = ("webdataset", "embeddings", "clips")  # NSFW-flagged videos left out by default
@@ -133,15 +137,9 @@ class ExportFilter:
         return {k: v for k, v in vars(self).items() if v not in (None, [], False)}
 
 
-def atomic(path: Path, write) -> None:
-    """``write(tmp)``, then rename ``tmp`` to ``path``: a reader never sees half a file."""
-    tmp = path.with_name(path.name + ".tmp")
-    write(tmp)
-    os.replace(tmp, path)
-
-
 class Exporter:
-    """Writes the export of ``fmt`` and ``duplicates.json`` into ``out_dir``; ``run()`` reports it.
+    """Writes the export of ``fmt`` and ``duplicates.json`` into ``out_dir`` (a folder or a bucket
+    prefix); ``run()`` reports it.
 
     ``nsfw``: leave NSFW-flagged videos out; None (default) means yes for the training formats
     (webdataset, embeddings, clips) and no for manifests. ``options`` go to the format's writer:
@@ -156,7 +154,7 @@ class Exporter:
         if include_duplicates and fmt not in MANIFESTS:
             raise ValueError(f"include_duplicates is for the manifests ({', '.join(MANIFESTS)}), not {fmt}")
         self.catalogue = catalogue
-        self.out_dir = Path(out_dir)
+        self.output = Output(out_dir)  # ValueError: a bucket scheme whose package is missing
         self.fmt = fmt
         self.include_duplicates = include_duplicates
         self.filters = filters or ExportFilter()
@@ -173,14 +171,14 @@ class Exporter:
         if self.fmt == "webdataset":
             from processing.catalogue.shards import ShardWriter
 
-            return ShardWriter(self.out_dir, shard_size=self.options.get("shard_size"),
+            return ShardWriter(self.output, shard_size=self.options.get("shard_size"),
                                shard_count=self.options.get("shard_count"))  # fmt: skip
         if self.fmt == "clips":
             from processing.catalogue.clips import ClipWriter
 
-            return ClipWriter(self.out_dir)
+            return ClipWriter(self.output)
         if self.fmt == "embeddings":
-            return EmbeddingsWriter(self.out_dir / "embeddings.parquet", self.options.get("embedding_model"))
+            return EmbeddingsWriter(self.output, self.options.get("embedding_model"))
         return None
 
     # -- selection --------------------------------------------------------------------------
@@ -227,19 +225,19 @@ class Exporter:
 
     # -- the run ----------------------------------------------------------------------------
     def run(self) -> dict[str, Any]:
-        self.out_dir.mkdir(parents=True, exist_ok=True)
+        self.output.prepare()
         if self.fmt in MANIFESTS:
             report = self._manifest()
         else:
             if getattr(self.writer, "needs_total", False):
                 self.writer.total = sum(1 for _ in self.selected(count=False))
             report = self.writer.write(self.selected())
-        dup_path = self.out_dir / "duplicates.json"
         dupmap = self.duplicate_map()
-        atomic(dup_path, lambda p: p.write_text(json.dumps(dupmap, indent=2, ensure_ascii=False) + "\n"))
+        with self.output.atomic("duplicates.json", "w") as f:
+            f.write(json.dumps(dupmap, indent=2, ensure_ascii=False) + "\n")
         report.update({
             "format": self.fmt, "filters": self.filters.describe(), "filtered": dict(sorted(self.filtered.items())),
-            "duplicates_file": str(dup_path), "canonicals_with_duplicates": len(dupmap), "catalogue": self.counts,
+            "duplicates_file": self.output.location("duplicates.json"), "canonicals_with_duplicates": len(dupmap), "catalogue": self.counts,
         })  # fmt: skip
         if self.filters.exclude_nsfw:
             report["nsfw_unlabeled"] = self.nsfw_unlabeled
@@ -248,29 +246,24 @@ class Exporter:
     def _manifest(self) -> dict[str, Any]:
         rows = [row(doc) for doc in self.selected()]
         rows.sort(key=lambda r: (r["status"] != "indexed", r["video_id"]))
-        target = self.out_dir / f"videos.{self.fmt}"
-        getattr(self, f"_write_{self.fmt}")(rows, target)
-        return {"file": str(target), "rows": len(rows)}
+        name = f"videos.{self.fmt}"
+        getattr(self, f"_write_{self.fmt}")(rows, name)
+        return {"file": self.output.location(name), "rows": len(rows)}
 
-    def _write_jsonl(self, rows: Iterable[dict], path: Path) -> None:
-        def write(p):
-            with open(p, "w", encoding="utf-8") as f:
-                for r in rows:
-                    f.write(json.dumps(r, ensure_ascii=False, sort_keys=True) + "\n")
+    def _write_jsonl(self, rows: Iterable[dict], name: str) -> None:
+        with self.output.atomic(name, "w") as f:
+            for r in rows:
+                f.write(json.dumps(r, ensure_ascii=False, sort_keys=True) + "\n")
 
-        atomic(path, write)
+    def _write_csv(self, rows: Iterable[dict], name: str) -> None:
+        """CSV for spreadsheets: text cells that a spreadsheet would run as a formula are defused."""
+        with self.output.atomic(name, "w", newline="") as f:
+            writer = csv.DictWriter(f, fieldnames=COLUMNS)
+            writer.writeheader()
+            for r in rows:
+                writer.writerow({k: _defuse(v) for k, v in _flat(r).items()})
 
-    def _write_csv(self, rows: Iterable[dict], path: Path) -> None:
-        def write(p):
-            with open(p, "w", encoding="utf-8", newline="") as f:
-                writer = csv.DictWriter(f, fieldnames=COLUMNS)
-                writer.writeheader()
-                for r in rows:
-                    writer.writerow(_flat(r))
-
-        atomic(path, write)
-
-    def _write_parquet(self, rows: list[dict], path: Path) -> None:
+    def _write_parquet(self, rows: list[dict], name: str) -> None:
         import pyarrow as pa
         import pyarrow.parquet as pq
 
@@ -285,7 +278,8 @@ class Exporter:
                 values = [v if v is None or isinstance(v, str) else str(v) for v in values]
             columns[c] = values
         table = pa.table(columns, schema=schema)
-        atomic(path, lambda p: pq.write_table(table, p))
+        with self.output.atomic(name) as f:
+            pq.write_table(table, f)
 
 
 class EmbeddingsWriter:
@@ -298,8 +292,10 @@ class EmbeddingsWriter:
     dimension and what the vectors are. Written in row groups of ``EMBEDDINGS_BATCH``.
     """
 
-    def __init__(self, path: Path, embedding_model: str | None = None):
-        self.path = Path(path)
+    name = "embeddings.parquet"
+
+    def __init__(self, output: Output | str | Path, embedding_model: str | None = None):
+        self.output = output if isinstance(output, Output) else Output(output)
         self.model = embedding_model or None
 
     def write(self, docs: Iterable[dict[str, Any]]) -> dict[str, Any]:
@@ -308,7 +304,6 @@ class EmbeddingsWriter:
         import pyarrow.parquet as pq
 
         skipped: dict[str, int] = {}
-        tmp = self.path.with_name(self.path.name + ".tmp")
         writer, dim, rows = None, None, 0
         ids: list[str] = []
         vecs: list = []
@@ -318,7 +313,7 @@ class EmbeddingsWriter:
             if writer is None:
                 schema = pa.schema([("video_id", pa.string()), ("vector", pa.list_(pa.float32(), dim or 0))],
                                    metadata=self._metadata(dim or 0))  # fmt: skip
-                writer = pq.ParquetWriter(tmp, schema)
+                writer = pq.ParquetWriter(sink, schema)
             if ids:
                 flat = pa.array(np.concatenate(vecs).astype(np.float32))
                 vector = pa.FixedSizeListArray.from_arrays(flat, dim)
@@ -326,38 +321,49 @@ class EmbeddingsWriter:
                                             schema=writer.schema))  # fmt: skip
                 ids.clear(), vecs.clear()
 
-        for doc in docs:
-            vec = doc.get("vector")
-            if not isinstance(vec, (list, tuple)) or not vec:
-                skipped["no_embedding"] = skipped.get("no_embedding", 0) + 1
-                continue
-            model = doc.get("embedding_model") or "unknown"
-            if self.model is None:
-                self.model = model
-            if model != self.model:
-                skipped[f"model:{model}"] = skipped.get(f"model:{model}", 0) + 1
-                continue
-            try:
-                arr = np.asarray(vec, dtype=np.float32).reshape(-1)
-            except (TypeError, ValueError):
-                skipped["bad_vector"] = skipped.get("bad_vector", 0) + 1
-                continue
-            if dim is None:
-                dim = int(arr.shape[0])
-            if arr.shape[0] != dim:
-                skipped["other_dim"] = skipped.get("other_dim", 0) + 1
-                continue
-            ids.append(doc["video_id"]), vecs.append(arr)
-            rows += 1
-            if len(ids) >= EMBEDDINGS_BATCH:
-                flush()
-        flush()
-        writer.close()
-        os.replace(tmp, self.path)
-        return {"file": str(self.path), "rows": rows, "embedding_model": self.model, "dim": dim or 0,
-                "skipped": dict(sorted(skipped.items()))}  # fmt: skip
+        with self.output.atomic(self.name) as sink:
+            for doc in docs:
+                vec = doc.get("vector")
+                if not isinstance(vec, (list, tuple)) or not vec:
+                    skipped["no_embedding"] = skipped.get("no_embedding", 0) + 1
+                    continue
+                model = doc.get("embedding_model") or "unknown"
+                if self.model is None:
+                    self.model = model
+                if model != self.model:
+                    skipped[f"model:{model}"] = skipped.get(f"model:{model}", 0) + 1
+                    continue
+                try:
+                    arr = np.asarray(vec, dtype=np.float32).reshape(-1)
+                except (TypeError, ValueError):
+                    skipped["bad_vector"] = skipped.get("bad_vector", 0) + 1
+                    continue
+                if dim is None:
+                    dim = int(arr.shape[0])
+                if arr.shape[0] != dim:
+                    skipped["other_dim"] = skipped.get("other_dim", 0) + 1
+                    continue
+                ids.append(doc["video_id"]), vecs.append(arr)
+                rows += 1
+                if len(ids) >= EMBEDDINGS_BATCH:
+                    flush()
+            flush()
+            writer.close()
+        return {"file": self.output.location(self.name), "rows": rows, "embedding_model": self.model,
+                "dim": dim or 0, "skipped": dict(sorted(skipped.items()))}  # fmt: skip
 
     def _metadata(self, dim: int) -> dict[str, str]:
         return {"embedding_model": self.model or "", "dim": str(dim),
                 "vector": "video descriptor: L2-normalised mean of the frame embeddings",
                 "producer": "python -m processing export --format embeddings"}  # fmt: skip
+
+
+FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")  # what Excel, LibreOffice and Sheets treat as a formula
+
+
+def _defuse(value):
+    """A text cell starting like a formula (``=HYPERLINK(...)``, ``@SUM(...)``) gets a leading ``'``
+    so spreadsheets show it as text (OWASP's CSV-injection advice); numbers stay numbers."""
+    if isinstance(value, str) and value.startswith(FORMULA_STARTS):
+        return "'" + value
+    return value

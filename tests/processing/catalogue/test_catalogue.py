@@ -126,6 +126,20 @@ def test_export_writes_kept_videos_and_the_duplicate_map(cat, media, tmp_path, f
     assert dog["license"] == "https://creativecommons.org/licenses/by/4.0/" and dog["license_id"] == "CC-BY-4.0"
 
 
+def test_csv_export_defuses_cells_a_spreadsheet_would_run_as_formulas(cat, tmp_path):
+    titles = {"eq": '=HYPERLINK("http://evil.example","click")', "at": "@SUM(A1:A9)", "plus": "+1+2",
+              "minus": "-2+3", "tab": "\t=1", "plain": "a normal title - with a dash"}
+    cat.upsert([make_doc(name, title) for name, title in titles.items()])
+    Exporter(cat, tmp_path / "out", "csv").run()
+    rows = {r["video_id"]: r for r in csv.DictReader((tmp_path / "out" / "videos.csv").open())}
+    for name, title in titles.items():
+        cell = rows[vid(name)]["title"]
+        assert cell == (title if name == "plain" else "'" + title)
+    jsonl = Exporter(cat, tmp_path / "j", "jsonl").run()  # other formats keep the text as it is
+    assert jsonl["rows"] == len(titles)
+    assert {json.loads(line)["title"] for line in (tmp_path / "j" / "videos.jsonl").open()} == set(titles.values())
+
+
 def test_export_cli_with_duplicates(cat, media, tmp_path, capsys):
     from processing.catalogue.cli import register
 
