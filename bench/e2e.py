@@ -14,6 +14,15 @@ spare Redis db with a fresh data dir:
    (indexed, duplicate, rejected or failed: searchable or accounted for).
 
 Bound: the slower of runs 1 and 2 alone (its videos/s); target: run 3 >= 0.8x that bound.
+
+Processing is also run a second time on a copy of the same queue with no labelers
+(``LABELERS=``: an empty value runs no labeler). For both processing runs two
+rates are given beside launch -> exit: over the busy span (first step's start to last
+step's end, from the stage records: Ray's start and model loading left out), and from CPU
+time (1 / the CPU seconds per video of the busiest pool: what the run would do with a core
+per actor, whatever else the machine runs). Goals (issue 13): >= 1.5 videos/s with the
+default labelers, >= 4 without. Copies in the queue end as duplicates before labels, as
+in a real crawl: the ledger says how many videos were labelled.
 """
 
 from __future__ import annotations
@@ -104,6 +113,64 @@ class Run:
         path = self.dir / "probe.json"
         return json.loads(path.read_text()) if path.exists() else {}
 
+    def snapshot(self) -> dict:
+        """The queue the crawl left (stream entries, ledger) to replay under another prefix."""
+        from crawler.keys import RedisKeys
+
+        keys = RedisKeys(self.prefix)
+        return {"entries": [fields for _, fields in self.client.xrange(keys.stream)],
+                "ledger": self.client.hgetall(keys.ledger), "counts": self.client.hgetall(keys.ledger_counts)}  # fmt: skip
+
+    def restore(self, snap: dict) -> None:
+        from crawler.keys import RedisKeys
+
+        keys = RedisKeys(self.prefix)
+        for fields in snap["entries"]:
+            self.client.xadd(keys.stream, fields)
+        if snap["ledger"]:
+            self.client.hset(keys.ledger, mapping=snap["ledger"])
+        if snap["counts"]:
+            self.client.hset(keys.ledger_counts, mapping=snap["counts"])
+
+    def stage_records(self) -> list[dict]:
+        path = self.dir / "stages.jsonl"
+        return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
+
+    def busy_rate(self) -> float | None:
+        """Videos/s over the pipeline's busy span: the videos the first step took, from its
+        first start to the last step's end (Ray's start and model loading before it are left
+        out; the pipeline's fill and drain are in)."""
+        from processing.pipeline import STEPS
+
+        recs = self.stage_records()
+        videos = sum(r["works"] for r in recs if r["stage"] == STEPS[0].name)
+        if not recs or not videos:
+            return None
+        span = max(r["at"] for r in recs) - min(r["at"] - r["seconds"] for r in recs)
+        return videos / span if span > 0 else None
+
+    def per_video(self, key: str = "seconds") -> dict[str, float]:
+        """Per stage, its ``seconds`` (wall) or ``cpu_seconds`` (its process's CPU time) per video seen."""
+        busy, works = {}, {}
+        for r in self.stage_records():
+            busy[r["stage"]] = busy.get(r["stage"], 0.0) + r.get(key, 0.0)
+            works[r["stage"]] = works.get(r["stage"], 0) + r["works"]
+        return {k: round(busy[k] / works[k], 4) for k in busy if works[k]}
+
+    def cpu_bound_rate(self) -> tuple[float | None, str]:
+        """Videos/s if every actor had a core of its own: 1 / the CPU seconds per video of the
+        busiest pool (processing/pipeline.py: decode = frames + scenes, model = embed + labels,
+        neardup), and which pool and steps that is."""
+        from processing.pipeline import STEPS
+
+        cpu = self.per_video("cpu_seconds")
+        pools: dict[str, float] = {}
+        for step in STEPS:
+            pools[step.pool] = pools.get(step.pool, 0.0) + cpu.get(step.name, 0.0)
+        pool, worst = max(pools.items(), key=lambda kv: kv[1])
+        return (1.0 / worst if worst > 0 else None), f"{pool} {worst * 1000:.0f} ms CPU/video; " + ", ".join(
+            f"{k} {v * 1000:.0f}" for k, v in cpu.items())  # fmt: skip
+
     def stage_times(self) -> dict[str, float]:
         path = self.dir / "stages.jsonl"
         out: dict[str, float] = {}
@@ -149,7 +216,7 @@ def main(report: Report, args) -> None:
     except ImportError as exc:
         report.not_measured("e2e / slowest stage alone", str(exc), ">= 0.8x")
         return
-    n = args.videos or (8 if args.quick else 34)
+    n = args.videos or (24 if args.quick else 34)
     with tempfile.TemporaryDirectory(prefix="bench-e2e-") as tmp:
         workdir = Path(tmp)
         if args.keep:  # leave logs and data for a look afterwards
@@ -185,6 +252,7 @@ def _measure(report: Report, workdir: Path, url: str, videos: int, stages_spec: 
     handed = crawl.counts()
     report.figure("crawl_alone", {"seconds_to_last_item": round(t_crawl, 2), "process_seconds": round(time.time() - t0, 2),
                                   "items": probe["items"], "ledger": handed})  # fmt: skip
+    queue = crawl.snapshot()
 
     # 2. processing alone, on the queue the crawl left
     t0 = time.time()
@@ -196,8 +264,41 @@ def _measure(report: Report, workdir: Path, url: str, videos: int, stages_spec: 
         raise RuntimeError(f"processing work exited {code}: {crawl.tail('work.log')}")
     busy = crawl.stage_times()
     after = crawl.counts()
-    report.figure("processing_alone", {"seconds": round(t_proc, 2), "ledger": after,
-                                       "stage_busy_seconds": {k: round(v, 2) for k, v in busy.items()}})  # fmt: skip
+    busy_rate = crawl.busy_rate()
+    report.figure("processing_alone", {"seconds": round(t_proc, 2), "ledger": after, "busy_span_videos_per_s": busy_rate,
+                                       "stage_busy_seconds": {k: round(v, 2) for k, v in busy.items()},
+                                       "stage_seconds_per_video": crawl.per_video(),
+                                       "stage_cpu_seconds_per_video": crawl.per_video("cpu_seconds")})  # fmt: skip
+
+    # 2b. processing alone without labelers, on a copy of the same queue
+    bare = Run(workdir, "no_labels")
+    bare.restore(queue)
+    t0 = time.time()
+    code = wait(bare.popen([PYTHON, "-m", "processing", "work", "--until-empty", "--no-progress"], "work.log",
+                           PROCESSING_STAGES=stages_spec, LABELERS=""), timeout)  # fmt: skip
+    t_bare = time.time() - t0
+    if code != 0:
+        raise RuntimeError(f"processing work (no labelers) exited {code}: {bare.tail('work.log')}")
+    bare_rate = bare.busy_rate()
+    report.figure("processing_no_labels", {"seconds": round(t_bare, 2), "ledger": bare.counts(),
+                                           "busy_span_videos_per_s": bare_rate,
+                                           "stage_seconds_per_video": bare.per_video(),
+                                           "stage_cpu_seconds_per_video": bare.per_video("cpu_seconds")})  # fmt: skip
+    labelled, queued = after.get("indexed", 0), len(queue["entries"])
+    for what, run_, rate, goal in (("default labelers", crawl, busy_rate, 1.5), ("no labelers", bare, bare_rate, 4.0)):
+        name = f"processing videos/s, {what} (busy span)"
+        if rate is None:
+            report.not_measured(name, "no stage record (bench/stagetimer.py)", f">= {goal}", unit="videos/s")
+        else:
+            report.target(name, rate, None, f">= {goal}", rate >= goal, unit="videos/s",
+                          note=f"{queued} queued, {labelled} labelled (the rest duplicates); Ray start and "
+                               f"model loading left out; load average {os.getloadavg()[0]:.1f}")  # fmt: skip
+        cpu_rate, why = run_.cpu_bound_rate()
+        report.target(f"processing videos/s from CPU time, {what} (a core per actor)", cpu_rate, None,
+                      f">= {goal}", None if cpu_rate is None else cpu_rate >= goal, unit="videos/s",
+                      note=f"bound: {why} (ms per video)")  # fmt: skip
+    report.target("processing alone videos/s, no labelers (launch to exit)", videos / t_bare, None, "(figure)",
+                  None, unit="videos/s")  # fmt: skip
 
     # 3. both at once, as a user runs them
     e2e = Run(workdir, "e2e")

@@ -22,8 +22,8 @@ from bench.common import PYTHON, RESULTS, ROOT, cpu_info, fmt, fmt_met, project_
 
 BENCH_DIR = ROOT / "bench"
 # Order and the most seconds each may take under --quick (the full run gets 6x as long).
-SCRIPTS = {"media": 60, "dedup": 130, "embed": 120, "index": 90, "crawl": 70, "e2e": 170}
-HELPERS = {"__init__", "common", "run_all", "crawlprobe", "stagetimer"}  # modules that are not benchmarks
+SCRIPTS = {"media": 60, "dedup": 130, "embed": 120, "labels": 90, "index": 90, "crawl": 70, "ingest": 90, "scale": 75, "e2e": 240}
+HELPERS = {"__init__", "common", "run_all", "crawlprobe", "stagetimer", "labelset", "v2dstyle"}  # modules that are not benchmarks
 HEADER = ["bench", "target name", "value", "baseline", "target", "met"]
 
 
@@ -111,6 +111,23 @@ def notes_of(results: list[dict]) -> list[str]:
     return lines
 
 
+def labels_table(results: list[dict]) -> str | None:
+    """bench/labels.py's per-labeler precision / recall / time, as a table of its own."""
+    res = next((r for r in results if r.get("bench") == "labels"), None)
+    scores = (res or {}).get("figures", {}).get("scores")
+    if not scores:
+        return None
+    ms = res["figures"].get("ms_per_video", {})
+
+    def f(v):
+        return "-" if v is None else (f"{v:.2f}" if isinstance(v, float) else str(v))
+
+    rows = [(name, f(s.get("precision")), f(s.get("recall")), f(s.get("tp")), f(s.get("fp")), f(s.get("fn")),
+             f(s.get("tn")), f"{ms[name]:.0f}" if name in ms else "") for name, s in scores.items()]  # fmt: skip
+    header = f"labels: precision / recall per labeler on {res['figures'].get('clips')} clips (bench/labelset.py)\n"
+    return header + render_table(["labeler", "precision", "recall", "TP", "FP", "FN", "TN", "ms/video"], rows)
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="small sizes (make bench)")
@@ -136,6 +153,9 @@ def main(argv=None) -> int:
     table = render_table(HEADER, rows_of(results))
     notes = notes_of(results)
     print(table)
+    labels = labels_table(results)
+    if labels:
+        print("\n" + labels)
     if notes:
         print("\nnotes:")
         print("\n".join(f"- {n}" for n in notes))
@@ -145,7 +165,8 @@ def main(argv=None) -> int:
     RESULTS.mkdir(parents=True, exist_ok=True)
     suffix = "-quick" if args.quick else ""
     (RESULTS / f"summary{suffix}.json").write_text(json.dumps(summary, indent=2, default=str))
-    (RESULTS / f"summary{suffix}.md").write_text(table + "\n\n" + "\n".join(f"- {n}" for n in notes) + "\n")
+    (RESULTS / f"summary{suffix}.md").write_text(table + "\n\n" + (labels + "\n\n" if labels else "")
+                                                 + "\n".join(f"- {n}" for n in notes) + "\n")  # fmt: skip
     if args.json:
         print(json.dumps(summary, default=str))
     return 0

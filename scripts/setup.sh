@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Idempotent set-up: Debian packages (ffmpeg; chromium for the browser test) where we may
+# Idempotent set-up: Debian packages (ffmpeg; chromium for the browser test; espeak-ng for the speech clips) where we may
 # install them, then .venv with torch 2.13.0 (CPU wheel) first and the pinned requirements.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -7,6 +7,7 @@ cd "$(dirname "$0")/.."
 need_apt=()
 command -v ffmpeg >/dev/null && command -v ffprobe >/dev/null || need_apt+=(ffmpeg)
 command -v chromium >/dev/null || need_apt+=(chromium)
+command -v espeak-ng >/dev/null || need_apt+=(espeak-ng)  # speech clips of the labeler tests and bench/labels.py
 if ((${#need_apt[@]})); then
   if [ "$(id -u)" = 0 ]; then sudo=""; elif command -v sudo >/dev/null && sudo -n true 2>/dev/null; then sudo="sudo"; else sudo="none"; fi
   if [ "$sudo" != none ] && command -v apt-get >/dev/null; then

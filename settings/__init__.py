@@ -131,6 +131,9 @@ MEDIA_MIN_WIDTH = _env("MEDIA_MIN_WIDTH", 64, int)
 MEDIA_MIN_HEIGHT = _env("MEDIA_MIN_HEIGHT", 64, int)
 MEDIA_ALLOWED_CODECS = []  # empty: every video codec FFmpeg decodes
 MEDIA_TIMEOUT = _env("MEDIA_TIMEOUT", 60, float)  # seconds for one probe / phash / yt-dlp step
+# Worker processes of a crawl for probe / phash / sha256 (pipelines/pool.py): default one per core;
+# 0 runs them in the crawl process's threads instead (one core's worth of GIL).
+MEDIA_PROCESSES = _env("MEDIA_PROCESSES", os.cpu_count() or 1, int)
 YTDLP_TIMEOUT = _env("YTDLP_TIMEOUT", 600, float)
 YTDLP_FORMAT = _env("YTDLP_FORMAT", "bv*[height<=720]+ba/b[height<=720]/bv*+ba/b")
 PHASH_MAX_DISTANCE = _env("PHASH_MAX_DISTANCE", 10, int)  # Hamming bits for "same video"
@@ -162,13 +165,23 @@ EMBED_MODEL = _env("EMBED_MODEL", "efficientnet-lite0")
 # video. Heavier copies are caught by the perceptual hash (PHASH_MAX_DISTANCE) in the same stage.
 NEARDUP_THRESHOLD = _env("NEARDUP_THRESHOLD", 0.80, float)
 NEARDUP_MIN_MATCH = _env("NEARDUP_MIN_MATCH", 0.5, float)
-NEARDUP_APPROX_THRESHOLD = _env("NEARDUP_APPROX_THRESHOLD", 200_000, int)  # vectors; then HNSW
+NEARDUP_APPROX_THRESHOLD = _env("NEARDUP_APPROX_THRESHOLD", 200_000, int)  # vectors; then IVF over the codes
+# What the near-dup index keeps of a frame (processing/vision/codecs.py, docs/capacity.md): "random"
+# (a fixed random rotation to NEARDUP_CODE_DIM dims, 8 bits each: no training), "pca" (fit on the
+# first NEARDUP_CODEC_TRAIN vectors) or "flat" (float32). NEARDUP_EXACT keeps the full vectors on
+# disk (float16) so that decisions are exact; the codes only propose candidates.
+NEARDUP_CODEC = _env("NEARDUP_CODEC", "random")
+NEARDUP_CODE_DIM = _env("NEARDUP_CODE_DIM", 96, int)
+NEARDUP_CODEC_TRAIN = _env("NEARDUP_CODEC_TRAIN", 50_000, int)
+NEARDUP_NPROBE = _env("NEARDUP_NPROBE", 32, int)  # IVF lists searched per frame
+NEARDUP_EXACT = _env("NEARDUP_EXACT", True, bool)
 # Which layers decide a near-duplicate (`work --dedup-method`): "both" (the hash proposes, the frames
 # confirm; else the frames), "phash" (the hash alone, within PHASH_MAX_DISTANCE bits) or
 # "embedding" (frames alone, NEARDUP_THRESHOLD). `--phash-threshold` / `--embedding-threshold` set those.
 DEDUP_METHOD = _env("DEDUP_METHOD", "both")
 # Labelers (comma-separated; defaults run offline on packaged models) and opt-in models.
-LABELERS = _env("LABELERS", "imagenet,ocr,nsfw,faces,speech")
+# An empty value (``LABELERS=``) runs no labeler; unset runs the defaults.
+LABELERS = os.environ.get("LABELERS", "imagenet,ocr,nsfw,faces,speech")
 CLIP_MODEL = _env("CLIP_MODEL", "")  # local folder or hub id: clip_tags labeler
 CLIP_TAGS_VOCABULARY = _env("CLIP_TAGS_VOCABULARY", "")  # comma-separated; empty: built-in list
 CAPTION_MODEL = _env("CAPTION_MODEL", "")  # BLIP: caption labeler

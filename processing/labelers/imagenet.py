@@ -19,7 +19,9 @@ def imagenet_classes() -> list[str]:
 
 
 class ImagenetLabeler(Labeler):
-    """Top-k classes of the video: softmax per frame, averaged over frames."""
+    """Up to ``top_k`` classes of the video: softmax per frame, averaged over frames; a class
+    below ``min_score`` is never a tag, so a plain screen gets none (it used to keep its best
+    class whatever its score: ``jellyfish 0.02`` on a blue screen)."""
 
     name = "imagenet"
     model = "efficientnet-lite0"
@@ -27,6 +29,8 @@ class ImagenetLabeler(Labeler):
     def __init__(self, top_k: int = 5, min_score: float = 0.1):
         if not isinstance(top_k, int) or top_k < 1:
             raise ValueError(f"top_k must be a positive integer, got {top_k!r}")
+        if not 0.0 < min_score <= 1.0:
+            raise ValueError(f"min_score must be in (0, 1], got {min_score!r}")
         self.top_k = top_k
         self.min_score = float(min_score)
         self.classes: list[str] = []
@@ -49,9 +53,5 @@ class ImagenetLabeler(Labeler):
         probs = np.exp(z) / np.exp(z).sum(axis=1, keepdims=True)
         mean = probs.mean(axis=0)
         order = np.argsort(-mean)[: self.top_k]
-        tags = [
-            {"name": self.classes[i], "score": round(float(mean[i]), 4)}
-            for i in order
-            if mean[i] >= self.min_score or i == order[0]
-        ]
+        tags = [{"name": self.classes[i], "score": round(float(mean[i]), 4)} for i in order if mean[i] >= self.min_score]
         return {"tags": tags}

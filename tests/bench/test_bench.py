@@ -117,6 +117,30 @@ def test_dedup_scoring_on_a_tiny_set():
     assert 0 < s["f1"] < 1
 
 
+def test_labels_scoring_on_a_tiny_set():
+    from bench.labels import score
+    from bench.labelset import LabelClip
+
+    clips = [LabelClip("title", Path("t"), text="Open Source", tags=set()),
+             LabelClip("man", Path("m"), faces=True, speech=None, tags={"suit", "bow tie"}),
+             LabelClip("music", Path("s"), tags={"daisy"})]  # fmt: skip
+    labels = {
+        "title": {"ocr": {"text": "OPEN SOURCE x", "present": True}, "faces": {"present": True},
+                  "imagenet": {"tags": [{"name": "web site"}]}},
+        "man": {"ocr": {"text": "", "present": False}, "faces": {"present": True}, "speech": {"present": True},
+                "imagenet": {"tags": [{"name": "suit"}, {"name": "tie"}]}},
+        "music": {"ocr": {"text": "", "present": False}, "faces": {"present": False}, "speech": {"present": True},
+                  "imagenet": {"tags": []}},
+    }  # fmt: skip
+    s = score(clips, labels)
+    assert (s["ocr"]["tp"], s["ocr"]["fp"], s["ocr"]["tn"], s["ocr"]["recall"]) == (1, 0, 2, 1.0)
+    assert s["ocr_words"]["recall"] == 1.0 and s["ocr_words"]["precision"] == 2 / 3  # "x" is not on screen
+    assert (s["faces"]["tp"], s["faces"]["fp"], s["faces"]["precision"]) == (1, 1, 0.5)
+    assert (s["speech"]["fp"], s["speech"]["tn"]) == (1, 0) and s["speech"]["precision"] == 0.0  # "man": unscored
+    assert s["imagenet"]["precision"] == 1 / 3 and s["imagenet"]["recall"] == 0.5  # web site, tie wrong; daisy missed
+    assert s["nsfw"]["precision"] is None
+
+
 def test_index_helpers_on_tiny_data():
     from bench.index import clustered, near_queries, recall_at_k
 

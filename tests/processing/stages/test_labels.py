@@ -33,6 +33,8 @@ def test_packaged_labelers_run_for_real(labelled, labels_stage, stage_cfg):
         assert set(work.item.labels) == set(stage_cfg.labelers)
         for name, out in work.item.labels.items():
             assert out["model"] == work.item.models[name] and "error" not in out
+    for work in labelled.values():  # no tag below its threshold (the top class is not kept regardless)
+        assert all(t["score"] >= 0.1 for t in work.item.labels["imagenet"]["tags"])
     tags = [t["name"] for t in person.item.labels["imagenet"]["tags"]]
     assert {"bow tie", "suit", "Windsor tie"} & set(tags[:3])  # a man in a suit and tie
     assert person.item.labels["faces"]["present"] is True
