@@ -14,6 +14,7 @@ class Labeler(ABC):
 
     name: str = "labeler"
     model: str = "unknown"
+    needs_audio: bool = False  # True: FramesStage decodes the audio track for it
 
     def setup(self) -> None:
         """Load the model (once per actor)."""

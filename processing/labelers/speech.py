@@ -53,6 +53,7 @@ class SpeechLabeler(Labeler):
     """
 
     name = "speech"
+    needs_audio = True
     model = "silero-vad-6.2+syllables"
 
     def __init__(self, min_speech: float = 0.5, threshold: float = 0.5, min_segment: float = 0.5,

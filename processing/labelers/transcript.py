@@ -11,6 +11,7 @@ class TranscriptLabeler(Labeler):
     """Transcript of the decoded audio (the first ~30 s that FramesStage keeps)."""
 
     name = "transcript"
+    needs_audio = True
 
     def __init__(self, model: str = "", device: str = "cpu", max_new_tokens: int = 128):
         if not model:

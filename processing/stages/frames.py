@@ -13,8 +13,9 @@ from pathlib import Path
 
 import numpy as np
 
+from crawler import locations
 from crawler.errors import MediaError  # noqa: F401  (re-exported for callers)
-from processing.vision.decode import DecodeError, local_path, open_video_stream
+from processing.vision.decode import DecodeError, VideoSource, open_video_stream
 from processing.stages.base import Resources, Stage
 from processing.work import Work
 
@@ -64,7 +65,9 @@ class FramesStage(Stage):
             raise ValueError(f"max_pixels must be a positive integer, got {max_pixels!r}")
         self.frames_per_video = frames_per_video
         self.frame_size = frame_size
-        self.thumbnail_dir = Path(thumbnail_dir) if thumbnail_dir else None
+        # a folder, or a bucket prefix (s3://, gs://) when no disk is shared with the readers
+        self.thumbnail_dir = (str(thumbnail_dir).rstrip("/") if locations.is_remote(str(thumbnail_dir))
+                              else Path(thumbnail_dir)) if thumbnail_dir else None  # fmt: skip
         self.thumbnail_width = thumbnail_width
         self.audio_seconds = float(audio_seconds)
         self.audio_rate = audio_rate
@@ -74,37 +77,39 @@ class FramesStage(Stage):
 
     @classmethod
     def from_config(cls, cfg, **overrides) -> FramesStage:
+        from processing.labelers import LABELERS
+
+        # the audio track is decoded only when a configured labeler listens to it (30-50 ms a video)
+        audio = any(getattr(LABELERS.get(name), "needs_audio", False) for name in cfg.labelers)
         return cls(**{"frames_per_video": cfg.frames_per_video, "thumbnail_dir": cfg.thumbnail_dir,
-                      "max_pixels": cfg.max_pixels} | overrides)  # fmt: skip
+                      "max_pixels": cfg.max_pixels, "audio_seconds": 30.0 if audio else 0.0} | overrides)  # fmt: skip
 
     def setup(self) -> None:
         import av
 
         av.logging.set_level(av.logging.PANIC)  # corrupt input is reported on the item
-        if self.thumbnail_dir:
+        if isinstance(self.thumbnail_dir, Path):
             self.thumbnail_dir.mkdir(parents=True, exist_ok=True)
 
     # -- one video --------------------------------------------------------------------------
     def process_one(self, work: Work) -> None:
         import av
 
-        path = local_path(work.item.path)
-        try:
-            container = av.open(str(path), timeout=(10.0, 10.0))
-        except av.error.FFmpegError as exc:
-            raise DecodeError("undecodable", f"{type(exc).__name__}: {exc}"[:300]) from exc
-        try:
+        source = VideoSource(work.item.path)  # a path or an object URI
+        with source:
+            try:
+                container = source.open()
+            except av.error.FFmpegError as exc:
+                raise DecodeError("undecodable", f"{type(exc).__name__}: {exc}"[:300]) from exc
             if not container.streams.video:
-                raise DecodeError("no_video_stream", str(path.name))
+                raise DecodeError("no_video_stream", source.name)
             stream = open_video_stream(container, self.max_pixels)
             duration = self._duration(container, stream, work.item.duration)
             frames: list[tuple[float, np.ndarray]] = []
             if duration:
                 frames = self._seek_sample(container, stream, duration)
             if len(frames) < min(self.frames_per_video, 2) or not duration:
-                frames = self._sequential_sample(av.open(str(path), timeout=(10.0, 10.0)))
-        finally:
-            container.close()
+                frames = self._sequential_sample(source.open())
         if not frames:
             raise DecodeError("no_frames", "no decodable video frame")
         work.frame_times = [round(t, 3) for t, _ in frames]
@@ -114,7 +119,7 @@ class FramesStage(Stage):
         work.frames = np.stack(images)
         self._thumbnail(work, frames[len(frames) // 2][1])
         if self.audio_seconds > 0:
-            audio = self._audio(path)
+            audio = self._audio(source)
             if audio is not None:
                 work.audio, work.audio_rate = audio, self.audio_rate
 
@@ -243,16 +248,23 @@ class FramesStage(Stage):
         width = min(self.thumbnail_width, w)
         height = max(1, round(h * width / w))
         safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in work.item.video_id)[:128]
-        target = self.thumbnail_dir / f"{safe.lstrip('.') or 'video'}.jpg"  # ids are sha256 hex
-        Image.fromarray(img).resize((width, height), Image.BILINEAR).save(target, "JPEG", quality=85)
-        work.item.thumbnail_path = str(target)
+        name = f"{safe.lstrip('.') or 'video'}.jpg"  # ids are sha256 hex
+        thumb = Image.fromarray(img).resize((width, height), Image.BILINEAR)
+        if isinstance(self.thumbnail_dir, Path):
+            target = str(self.thumbnail_dir / name)
+            thumb.save(target, "JPEG", quality=85)
+        else:
+            target = f"{self.thumbnail_dir}/{name}"
+            with locations.open_output(target) as out:  # one PUT when closed
+                thumb.save(out, "JPEG", quality=85)
+        work.item.thumbnail_path = target
 
-    def _audio(self, path: Path) -> np.ndarray | None:
+    def _audio(self, source: VideoSource) -> np.ndarray | None:
         """Mono float32 at audio_rate, first audio_seconds; None without (decodable) audio."""
         import av
 
         try:
-            with av.open(str(path), timeout=(10.0, 10.0)) as container:
+            with source, source.open() as container:
                 if not container.streams.audio:
                     return None
                 stream = container.streams.audio[0]
@@ -271,5 +283,5 @@ class FramesStage(Stage):
                 if not chunks:
                     return None
                 return np.concatenate(chunks)[:limit].astype(np.float32)
-        except (av.error.FFmpegError, ValueError):
+        except (av.error.FFmpegError, ValueError, MediaError):
             return None  # audio is optional: a broken track is not a failed video

@@ -80,3 +80,12 @@ def test_config_is_checked():
         FramesStage(frames_per_video=0)
     with pytest.raises(ValueError, match="audio_rate"):
         FramesStage(frames_per_video=8, audio_rate=100)
+
+
+def test_audio_is_decoded_only_when_a_labeler_listens(data_dir):
+    from processing.config import ProcessingConfig
+    from processing.stages.frames import FramesStage
+
+    listening = FramesStage.from_config(ProcessingConfig.from_settings(labelers=("imagenet", "speech"), num_gpus=0))
+    deaf = FramesStage.from_config(ProcessingConfig.from_settings(labelers=("imagenet", "ocr"), num_gpus=0))
+    assert listening.audio_seconds == 30.0 and deaf.audio_seconds == 0.0
