@@ -5,7 +5,8 @@ A pipeline subclasses :class:`ItemPipeline`, sets ``stage`` and implements
 Bad media is reported by raising :class:`~crawler.errors.MediaError`: the base class turns
 it into ``item.reject`` (deliberate: not a video, too large...) or ``item.fail`` (retryable)
 and counts ``pipelines/<stage>/<code>`` in Scrapy's stats. Blocking work runs through
-:meth:`ItemPipeline.in_thread`, with a timeout, so the reactor never waits on media.
+:meth:`ItemPipeline.in_thread`, media work through :meth:`ItemPipeline.in_process` (the
+crawl's process pool, every core), each with a timeout, so the reactor never waits on media.
 """
 
 from __future__ import annotations
@@ -14,8 +15,10 @@ import asyncio
 import logging
 from typing import Any
 
+from crawler import locations
 from crawler.errors import REJECT_CODES, MediaError  # REJECT_CODES: the deliberate verdicts (rejected)
 from crawler.items import VideoItem
+from pipelines.pool import MediaPool
 
 logger = logging.getLogger(__name__)
 
@@ -58,6 +61,20 @@ class ItemPipeline:
             return await asyncio.wait_for(asyncio.to_thread(func, *args), timeout)
         except (asyncio.TimeoutError, TimeoutError) as exc:
             raise MediaError("timeout", f"{self.stage} ran over {timeout:g}s") from exc
+
+    @staticmethod
+    def media_location(item: VideoItem) -> str:
+        """Where a media worker reads the item's bytes: the local copy this process holds of its
+        object (``crawler.locations.hold``: workers do not share that memory), else its location."""
+        local = locations.readable(item.path)
+        return str(local) if local is not None else item.path
+
+    async def in_process(self, func, *args, timeout: float | None = None) -> Any:
+        """Run media ``func(*args)`` (a module-level function) in the crawl's process pool
+        (``pipelines.pool``, ``MEDIA_PROCESSES``); ``MediaError`` as the function raised it,
+        ``timeout`` past ``timeout``."""
+        pool = MediaPool.of(self.crawler)
+        return await pool.call(func, *args, timeout=timeout or self.media_timeout, label=self.stage)
 
     async def process_item(self, item):
         if not isinstance(item, VideoItem) or item.decided:

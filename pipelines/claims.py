@@ -65,12 +65,14 @@ class SeenIndex:
     end
     """
     _SETTLE = CLAIM_LUA + """
+    local final = ARGV[2] == '1' or (ARGV[2] == '?' and recorded(KEYS[2], string.sub(ARGV[3], 5)))
     for i = 3, #ARGV do
       local owner, _, _, vid = pending(redis.call('HGET', KEYS[1], ARGV[i]))
       if owner == ARGV[1] then
-        if ARGV[2] == '1' then redis.call('HSET', KEYS[1], ARGV[i], vid) else redis.call('HDEL', KEYS[1], ARGV[i]) end
+        if final then redis.call('HSET', KEYS[1], ARGV[i], vid) else redis.call('HDEL', KEYS[1], ARGV[i]) end
       end
     end
+    return final and 1 or 0
     """
 
     def __init__(self, client: redis.Redis, keys: RedisKeys, *, owner: str | None = None,
@@ -108,7 +110,7 @@ class SeenIndex:
 
     def release(self, item: VideoItem) -> None:
         """Give this process's claim up (a failed download), so that a retry may try again."""
-        self._settle(keys=[self.key], args=[self.owner, "0", *self.fields(item)])
+        self.settle(item, recorded=False)
 
     def resolve(self, item: VideoItem, video_id: str) -> None:
         """Point the item's claims at its video id, so later finds name it (still pending if they were)."""
@@ -117,7 +119,14 @@ class SeenIndex:
     def settle(self, item: VideoItem, recorded: bool) -> None:
         """The item is through the pipelines: this process's claims become final (``recorded``:
         the ledger has it) or are given up (it must be found and downloaded again)."""
-        self._settle(keys=[self.key], args=[self.owner, "1" if recorded else "0", *self.fields(item)])
+        script, keys, args = self.settle_call(item, "1" if recorded else "0")
+        script(keys=keys, args=args)
+
+    def settle_call(self, item: VideoItem, recorded: str) -> tuple:
+        """``settle`` as a script call for ``crawler.scripts.pipelined``; ``recorded`` is ``"1"``,
+        ``"0"`` or ``"?"`` (final when the ledger has the item's URL: checked by the server, the
+        script answers 1 or 0)."""
+        return self._settle, [self.key, self.ledger], [self.owner, recorded, *self.fields(item)]
 
 
 class Sha256Index:

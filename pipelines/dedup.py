@@ -16,8 +16,8 @@ place the video was found; and bytes whose digest a takedown forgot
 from __future__ import annotations
 
 import logging
-import os
 
+from crawler import locations
 from crawler.connection import get_redis
 from crawler.errors import MediaError
 from crawler.items import DUPLICATE, VideoItem
@@ -52,7 +52,7 @@ class DedupPipeline(ItemPipeline):
             raise MediaError("missing_file", "no path after download")
         try:
             # the download stage hashed the bytes as they streamed to disk: no second read
-            digest = item.sha256 or await self.in_thread(sha256_file, item.path)
+            digest = item.sha256 or await self.in_process(sha256_file, self.media_location(item))
         except OSError as exc:
             raise MediaError("missing_file", str(exc)) from exc
         item.sha256 = item.video_id = digest
@@ -75,7 +75,7 @@ class DedupPipeline(ItemPipeline):
         if item.download_via == "local" or not item.path:
             return
         try:
-            os.unlink(item.path)
+            locations.remove(item.path)  # a file, or an object in a bucket store
             item.path = None
-        except OSError as exc:
+        except Exception as exc:  # noqa: BLE001 - OSError, or an object store's error
             logger.warning("could not delete the forgotten video's file %s: %s", item.path, exc)

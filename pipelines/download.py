@@ -21,7 +21,13 @@
   subprocess in its own process group, killed after ``YTDLP_TIMEOUT`` or once its folder
   passes ``MEDIA_MAX_BYTES``; a refused request ends the item with the guard's code and
   nothing is kept. The file is moved to ``full/<sha256>.<ext>``.
-- ``"local"``: the file is already at ``item.path``.
+- ``"local"``: the file is already at ``item.path`` (a path, or an object URI the local spider
+  listed in a bucket: read where it lies).
+
+With a bucket store (``FILES_STORE=s3://...`` or ``gs://...``) the file is uploaded once complete
+and ``item.path`` is the object's URI; its staged file stays on local disk, as the object's local
+copy for the probe and phash stages, until the item is through the pipelines
+(``crawler.locations.hold`` / ``release``).
 
 Before any download, the URL and the platform id are claimed in Redis (``<prefix>:seen``,
 ``pipelines.claims.SeenIndex``, shared by every spider process); one claimed before is a
@@ -44,10 +50,11 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from scrapy import Request
+from scrapy import Request, signals
 from scrapy.downloadermiddlewares.robotstxt import RobotsTxtMiddleware
 from scrapy.exceptions import IgnoreRequest
 
+from crawler import locations
 from crawler.connection import get_redis
 from crawler.errors import MediaError
 from crawler.items import DUPLICATE, VideoItem, utcnow
@@ -60,7 +67,7 @@ from pipelines.base import ItemPipeline
 from pipelines.claims import SeenIndex
 from pipelines.fetch import Fetched, Limits, fetch
 from pipelines.media import sha256_file
-from pipelines.stores import FSFilesStore, open_store
+from pipelines.stores import open_store
 
 logger = logging.getLogger(__name__)
 ROOT = Path(__file__).resolve().parent.parent  # the project, for the yt-dlp child's imports
@@ -125,7 +132,8 @@ class DownloadPipeline(ItemPipeline):
             f"http_{int(c)}" for c in s.getlist("RETRY_HTTP_CODES", [500, 502, 503, 504, 522, 524, 408, 429])
         }
         self.headers = {"User-Agent": s.get("USER_AGENT") or "videopipe"}
-        self.store = open_store(s.get("FILES_STORE"))
+        self.store = open_store(s.get("FILES_STORE"))  # a store that cannot serve stops the crawl here
+        self._held: dict[int, str] = {}  # id(item) -> the object whose local copy it holds
         self.optout = OptOutList.from_settings(s)
         self.obey_robots = s.getbool("ROBOTSTXT_OBEY")
         self._robots: RobotsTxtMiddleware | None = None
@@ -138,11 +146,34 @@ class DownloadPipeline(ItemPipeline):
 
     @classmethod
     def from_crawler(cls, crawler):
-        return cls(crawler)
+        pipeline = cls(crawler)
+        for event in (signals.item_scraped, signals.item_dropped, signals.item_error):
+            crawler.signals.connect(pipeline._item_through, signal=event)
+        return pipeline
 
     def close_spider(self, spider=None):
         self._closing.set()  # running downloads stop at their next read
         self._pool.shutdown(wait=False, cancel_futures=True)
+        for uri in self._held.values():
+            locations.release(uri)
+        self._held.clear()
+        self.store.close()
+
+    def _item_through(self, item, *args, **kwargs):
+        """The item left the pipelines: the local copy of its object is no longer needed."""
+        uri = self._held.pop(id(item), None)
+        if uri is not None:
+            locations.release(uri)
+
+    async def _persist(self, item: VideoItem, staged: Path, path: str) -> str:
+        """``store.persist`` in a thread (an upload may take as long as a download)."""
+        try:
+            location = await self.in_thread(self.store.persist, staged, path, timeout=self.limits.timeout)
+        except OSError as exc:
+            raise MediaError("store_error", str(exc)) from exc
+        if locations.is_remote(location):
+            self._held[id(item)] = location
+        return location
 
     # -- the item entry point -----------------------------------------------------------
     async def process(self, item: VideoItem) -> str:
@@ -169,10 +200,15 @@ class DownloadPipeline(ItemPipeline):
         return "ok"
 
     def _local(self, item: VideoItem) -> str:
-        path = Path(item.path or "")
-        if not item.path or not path.is_file():
+        if not item.path:
             raise MediaError("missing_file", "no such file")
-        item.size_bytes = path.stat().st_size
+        if locations.is_remote(item.path):  # an object listed in a bucket: read where it lies
+            item.size_bytes = locations.size(item.path)
+        else:
+            path = Path(item.path)
+            if not path.is_file():
+                raise MediaError("missing_file", "no such file")
+            item.size_bytes = path.stat().st_size
         item.sha256 = None  # identity comes from the bytes only (the dedup stage hashes them)
         if not item.size_bytes:
             raise MediaError("empty_file", "0 bytes")
@@ -194,10 +230,7 @@ class DownloadPipeline(ItemPipeline):
         try:
             fetched = await self._fetch(item.url, staged, headers)
             path = f"full/{fetched.sha256}{_extension(fetched.url, item.url)}"
-            try:
-                item.path = await self.in_thread(self.store.persist, staged, path)
-            except OSError as exc:
-                raise MediaError("store_error", str(exc)) from exc
+            item.path = await self._persist(item, staged, path)
         finally:
             staged.unlink(missing_ok=True)
         item.size_bytes, item.sha256 = fetched.size, fetched.sha256
@@ -266,8 +299,6 @@ class DownloadPipeline(ItemPipeline):
         reason = await self.in_thread(refusal, item.url, self.policy, timeout=30)
         if reason:
             raise MediaError(reason, "refused by crawler.netguard")
-        if not isinstance(self.store, FSFilesStore):
-            raise MediaError("unsupported_store", "yt-dlp downloads need a local FILES_STORE")
         tmp = Path(tempfile.mkdtemp(prefix="ytdlp-", dir=self.store.staging_dir()))
         try:
             async with self._slots:  # a yt-dlp child is a download too (and a process)
@@ -276,10 +307,11 @@ class DownloadPipeline(ItemPipeline):
                 raise MediaError(result.get("code") or "ytdlp_error", result.get("message") or "")
             src = Path(result["file"])
             digest = await self.in_thread(sha256_file, src, timeout=self.media_timeout)
-            item.path = self.store.persist(src, f"full/{digest}{safe_extension(src.name)}")
+            size = src.stat().st_size
+            item.path = await self._persist(item, src, f"full/{digest}{safe_extension(src.name)}")
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
-        item.size_bytes = Path(item.path).stat().st_size
+        item.size_bytes = size
         item.sha256 = digest
         self._apply_info(item, result.get("info") or {})
 

@@ -7,7 +7,9 @@ byte-identical copy at another place goes there too, still ``duplicate``: the wo
 provenance to the canonical's document (crawler/provenance.py). Every item, queued, duplicate, rejected or
 failed, is recorded in the ledger (``crawler.ledger.Ledger``) and stays in the crawl's feed
 with its status: nothing is dropped. A URL found again (a duplicate of itself) does not
-overwrite its URL's first ledger state.
+overwrite its URL's first ledger state. The stream entry and the ledger state are written by
+one Lua script (``Ledger.hand_off``): one round trip per item, and a failed XADD records
+nothing but the item's failure.
 """
 
 from __future__ import annotations
@@ -51,27 +53,29 @@ class HandoffPipeline:
     async def process_item(self, item):
         if not isinstance(item, VideoItem):
             return item
+        entry = None
         if not item.decided:
             item.status = QUEUED
-            try:
-                self.client.xadd(self.stream, {"item": item.to_json()}, maxlen=self.maxlen,
-                                 approximate=True)  # fmt: skip
-            except redis.RedisError as exc:
+            entry = item.to_json()
+        elif is_exact_copy(item):  # its provenance, for the canonical's document (the workers write nothing else)
+            entry = item.to_json()
+        try:  # the stream entry and the ledger state in one script: one round trip
+            self._hand_off(item, entry)
+        except redis.RedisError as exc:  # nothing was written
+            if entry is not None and item.status == QUEUED:
                 item.fail(self.stage, "redis_error", str(exc))
                 self.count("redis_error")
-        elif is_exact_copy(item):
-            try:  # its provenance, for the canonical's document (the workers write nothing else)
-                self.client.xadd(self.stream, {"item": item.to_json()}, maxlen=self.maxlen, approximate=True)
-            except redis.RedisError as exc:  # the copy is in the CopyBook already; the next write merges it
+            elif entry is not None:  # the copy is in the CopyBook already; the next write merges it
                 logger.warning("copy entry not queued for %s: %s", item.url, exc)
-        try:
-            if item.status == DUPLICATE and self.ledger.get(item.url) is not None:
-                # the same URL found again: its ledger entry keeps its first (real) state
-                self.count("duplicate_url_kept")
-            else:
-                self.ledger.record_item(item)
-        except redis.RedisError as exc:  # the feed still has it; the log says why
-            logger.error("ledger write failed for %s: %s", item.url, exc)
-            self.count("ledger_error")
+            try:
+                self._hand_off(item, None)
+            except redis.RedisError as exc2:  # the feed still has it; the log says why
+                logger.error("ledger write failed for %s: %s", item.url, exc2)
+                self.count("ledger_error")
         self.count(item.status)
         return item
+
+    def _hand_off(self, item: VideoItem, entry: str | None) -> None:
+        # the same URL found again (a duplicate of itself): its entry keeps its first (real) state
+        if not self.ledger.hand_off(item, self.stream, self.maxlen, entry, keep_existing=item.status == DUPLICATE):
+            self.count("duplicate_url_kept")

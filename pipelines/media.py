@@ -1,9 +1,13 @@
 """Media functions without Scrapy: sha256, probe (PyAV, ffprobe fallback), perceptual hash.
 
 The workers and the benchmarks import this module; nothing here imports Scrapy or Twisted.
-Every function takes a local path. Bad media raises :class:`crawler.errors.MediaError`
-with a stable reason code (``not_a_video``, ``no_video_stream``, ``undecodable``,
-``timeout``...); the pipelines turn that into ``item.reject``/``item.fail``.
+Every function takes a location (``crawler.locations``): a local path, or an object URI
+(``s3://``, ``gs://``) that PyAV reads as a file-like by ranged reads (probe and the pHash's
+keyframes touch a fraction of a large file; sha256 streams it whole). A held local copy of an
+object (a download just uploaded) is read instead of the object. Bad media raises
+:class:`crawler.errors.MediaError` with a stable reason code (``not_a_video``,
+``no_video_stream``, ``undecodable``, ``timeout``...); the pipelines turn that into
+``item.reject``/``item.fail``.
 
 Perceptual hash (``phash``): 64 bits, 16 hex chars, compared by Hamming distance, with
 videohash's semantics (a collage of frames spread over the whole video, hashed as one
@@ -38,11 +42,12 @@ import json
 import os
 import subprocess
 import time
+from contextlib import contextmanager
 from fractions import Fraction
-from pathlib import Path
 
 import numpy as np
 
+from crawler import locations
 from crawler.errors import MediaError  # raised by every function here
 
 GRID = 16  # sample times over the duration
@@ -74,15 +79,22 @@ OPEN_OPTIONS = {
     "format_whitelist": ",".join(VIDEO_DEMUXERS), "protocol_whitelist": "file",
 }  # fmt: skip
 _OPEN_OPTIONS = OPEN_OPTIONS  # the name used before
+# An object is read through a file-like: no protocol at all may be opened from its content.
+REMOTE_OPEN_OPTIONS = dict(OPEN_OPTIONS, protocol_whitelist="none")
 
 
 # --- sha256 ---------------------------------------------------------------------------------
 def sha256_file(path: str | os.PathLike, chunk_size: int = 1024 * 1024) -> str:
     """Hex sha256 of a file, streamed in ``chunk_size`` pieces (hashlib frees the GIL)."""
     digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        while chunk := fh.read(chunk_size):
-            digest.update(chunk)
+    with locations.open_input(path, block_size=max(chunk_size, locations.BLOCK_BYTES)) as fh:
+        try:
+            while chunk := fh.read(chunk_size):
+                digest.update(chunk)
+        except (OSError, MediaError):
+            raise
+        except Exception as exc:  # noqa: BLE001 - an object store's error mid-read
+            raise MediaError("unreadable", f"{type(exc).__name__}: {exc}"[:300]) from exc
     return digest.hexdigest()
 
 
@@ -104,10 +116,7 @@ def _int(value) -> int | None:
 
 
 def _check_file(path: str | os.PathLike) -> int:
-    try:
-        size = Path(path).stat().st_size
-    except OSError as exc:
-        raise MediaError("missing_file", str(exc)) from exc
+    size = locations.size(path)  # MediaError: missing_file, unreadable
     if size == 0:
         raise MediaError("empty_file", "0 bytes")
     _check_boxes(path, size)
@@ -126,7 +135,7 @@ def _check_boxes(path: str | os.PathLike, size: int, max_boxes: int = 64) -> Non
     not a known top-level box (garbage: FFmpeg's open judges it); files of other kinds pass.
     """
     try:
-        with open(path, "rb") as fh:
+        with locations.open_input(path, block_size=64 * 1024) as fh:
             head = fh.read(12)
             if len(head) < 12 or head[4:8] not in (b"ftyp", b"moov", b"mdat", b"wide", b"free"):
                 return
@@ -151,7 +160,9 @@ def _check_boxes(path: str | os.PathLike, size: int, max_boxes: int = 64) -> Non
                     kind = header[4:8].decode("latin-1")
                     raise MediaError("truncated", f"'{kind}' box ends at {offset + length}, file has {size} bytes")
                 offset += length
-    except OSError as exc:
+    except MediaError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - OSError, or an object store's error
         raise MediaError("unreadable", str(exc)) from exc
 
 
@@ -161,17 +172,28 @@ def _check_pixels(width: int | None, height: int | None, max_pixels: int | None)
         raise MediaError("too_large", f"{width}x{height} frames > MEDIA_MAX_PIXELS={limit}")
 
 
+@contextmanager
 def _open(path, timeout: float | None):
+    """The PyAV container of a local file (by name) or of an object (a file-like, closed after)."""
     import av
 
+    local = locations.readable(path)
+    fh = locations.open_input(path) if local is None else None
     try:
-        return av.open(str(path), options=OPEN_OPTIONS, timeout=timeout)
-    except av.error.ExitError as exc:  # interrupted by the timeout callback
-        raise MediaError("timeout", str(exc)) from exc
-    except av.error.ArgumentError as exc:  # what FFmpeg answers for a demuxer off the list
-        raise MediaError("not_a_video", f"no video demuxer reads it ({exc})") from exc
-    except (av.error.FFmpegError, UnicodeDecodeError, ValueError) as exc:
-        raise MediaError("not_a_video", str(exc)) from exc
+        try:
+            container = (av.open(str(local), options=OPEN_OPTIONS, timeout=timeout) if fh is None
+                         else av.open(fh, options=REMOTE_OPEN_OPTIONS, timeout=timeout))  # fmt: skip
+        except av.error.ExitError as exc:  # interrupted by the timeout callback
+            raise MediaError("timeout", str(exc)) from exc
+        except av.error.ArgumentError as exc:  # what FFmpeg answers for a demuxer off the list
+            raise MediaError("not_a_video", f"no video demuxer reads it ({exc})") from exc
+        except (av.error.FFmpegError, UnicodeDecodeError, ValueError) as exc:
+            raise MediaError("not_a_video", str(exc)) from exc
+        with container:
+            yield container
+    finally:
+        if fh is not None:
+            fh.close()
 
 
 def _deadline_check(deadline: float | None) -> None:
@@ -261,11 +283,17 @@ def _audio_channels(audio) -> int | None:
 
 
 def probe_ffprobe(path: str | os.PathLike, timeout: float | None = None, max_pixels: int | None = None) -> dict:
-    """Probe with the ``ffprobe`` executable in a subprocess (the baseline, and the fallback)."""
+    """Probe with the ``ffprobe`` executable in a subprocess (the baseline, and the fallback).
+
+    It reads local files only (an object's held copy included): ``unreadable`` for an object.
+    """
     _check_file(path)
+    local = locations.readable(path)
+    if local is None:
+        raise MediaError("unreadable", "ffprobe reads local files only")
     cmd = ["ffprobe", "-v", "error", "-print_format", "json", "-show_format", "-show_streams",
            "-format_whitelist", OPEN_OPTIONS["format_whitelist"], "-protocol_whitelist", "file",
-           "--", os.fsdecode(os.path.abspath(path))]  # fmt: skip
+           "--", os.fsdecode(os.path.abspath(local))]  # fmt: skip
     try:
         done = subprocess.run(cmd, capture_output=True, timeout=timeout, check=False)
     except subprocess.TimeoutExpired as exc:
@@ -313,12 +341,13 @@ def probe(path: str | os.PathLike, timeout: float | None = None, max_pixels: int
 
     PyAV in-process first (~1-5 ms, no process start); when PyAV's FFmpeg cannot open the
     file, the system ``ffprobe`` gets a second look so that every file FFmpeg reads passes
-    (with the same demuxer and protocol lists).
+    (with the same demuxer and protocol lists). An object without a local copy gets PyAV's
+    answer only (ffprobe would need the whole object on disk).
     """
     try:
         return probe_pyav(path, timeout, max_pixels)
     except MediaError as exc:
-        if exc.code != "not_a_video":
+        if exc.code != "not_a_video" or locations.readable(path) is None:
             raise
         first = exc
     try:

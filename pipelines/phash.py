@@ -20,5 +20,5 @@ class PhashPipeline(ItemPipeline):
     async def process(self, item: VideoItem) -> str:
         if not item.path:
             raise MediaError("missing_file", "no path after download")
-        item.phash = await self.in_thread(phash, item.path, self.media_timeout)
+        item.phash = await self.in_process(phash, self.media_location(item), self.media_timeout)
         return "ok"

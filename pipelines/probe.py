@@ -33,7 +33,7 @@ class ProbePipeline(ItemPipeline):
     async def process(self, item: VideoItem) -> str:
         if not item.path:
             raise MediaError("missing_file", "no path after download")
-        info = await self.in_thread(probe, item.path, self.media_timeout, self.max_pixels)
+        info = await self.in_process(probe, self.media_location(item), self.media_timeout, self.max_pixels)
         via = info.pop("probed_by", "pyav")
         for name, value in info.items():
             setattr(item, name, value)

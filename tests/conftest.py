@@ -119,3 +119,4 @@ def project_env(**extra) -> dict:
 
 PYTHON = sys.executable
 from tests.site import site  # noqa: E402,F401  (the local HTTP test site fixture)
+from tests.objectstore import buckets, gcs, gcs_server, moto_endpoint, s3  # noqa: E402,F401  (stand-ins)

@@ -1,4 +1,4 @@
-"""LocalSpider: every file under a folder (recursive), videos recognised by their first bytes; files stay put."""
+"""LocalSpider: every file under a folder or a bucket prefix, videos recognised by their first bytes; files stay put."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ from urllib.parse import unquote_to_bytes, urlsplit
 
 import scrapy
 
+from crawler import locations
 from crawler.items import REJECTED, VideoItem
 from crawler.media_types import SNIFF_BYTES, has_video_extension, sniff
 from crawler.spiders.base import RedisBaseSpider
@@ -85,16 +86,47 @@ def _scan_dir(directory: str, root: str, follow_symlinks: bool = False) -> tuple
     return found, subdirs, counts
 
 
+HEADS_PER_CALL = 256  # objects whose first bytes are fetched in one concurrent batch
+
+
+def _look_objects(objects: list[tuple[str, int]]) -> list[Found]:
+    """The verdicts on a bucket folder's objects: their first bytes fetched concurrently (ranged GETs)."""
+    found: list[Found] = []
+    for start in range(0, len(objects), HEADS_PER_CALL):
+        chunk = objects[start : start + HEADS_PER_CALL]
+        sized = [uri for uri, size in chunk if size > 0]
+        heads = dict(zip(sized, locations.heads(sized, SNIFF_BYTES)))
+        for uri, size in chunk:
+            head = heads.get(uri)
+            if size == 0:
+                found.append(Found(uri, status="failed", code="empty_file", message="0 bytes"))
+            elif isinstance(head, BaseException):
+                message = f"{type(head).__name__}: {head}"[:200]
+                found.append(Found(uri, status="failed", code="unreadable", message=message))
+            elif (kind := sniff(head or b"")) or has_video_extension(uri):
+                found.append(Found(uri, kind))
+            else:
+                found.append(Found(uri, status=REJECTED, code="not_a_video",
+                                   message="no video container or extension"))  # fmt: skip
+    return found
+
+
 def display_name(name: str) -> str:
     """A file name as text that encodes: bytes that are not UTF-8 as ``\\xNN``."""
     return os.fsencode(name).decode("utf-8", "backslashreplace")
 
 
 class LocalSpider(RedisBaseSpider):
-    """Walks a folder tree in a thread and yields one item per file, videos in place.
+    """Walks a folder tree (or a bucket prefix) in a thread and yields one item per file, videos in place.
 
     ``scrapy crawl local -a path=~/Videos``; Redis payloads carry a path or a ``file://`` URI
-    as ``url``. Files are videos when their first bytes are a known container (MP4/MOV,
+    as ``url``. ``-a path=s3://bucket/prefix/`` (or ``gs://``) lists the objects under the prefix
+    (fsspec: s3fs / gcsfs, configured by the standard ``AWS_*`` / Google variables), sniffs each
+    one's first bytes by a ranged read, and yields items whose ``path`` is the object's URI: the
+    pipelines and the workers read it where it lies (``crawler.locations``). A bucket that cannot
+    be listed, or a missing package, stops the crawl at start.
+
+    Files are videos when their first bytes are a known container (MP4/MOV,
     Matroska/WebM, AVI, Ogg, FLV, ASF, MPEG-PS/TS) or, failing that, when their extension
     says so (the probe pipeline is the real check and records what is not a video). Every
     other file is recorded too, so nothing in the folder goes unaccounted: ``rejected`` with
@@ -119,17 +151,28 @@ class LocalSpider(RedisBaseSpider):
         self.follow_symlinks = value in ("1", "true", "yes")
 
     def start_payload_url(self, value: str) -> str:
+        value = value.strip()
+        if locations.is_remote(value):
+            locations.check(value)  # StorageError: the crawl stops here, with the reason
+            return value
         return Path(value).expanduser().resolve().as_uri()
 
     def make_start_request(self, url: str, meta: dict):
-        if url.startswith("file:"):
+        if locations.is_remote(url):
+            path = url
+        elif url.startswith("file:"):
             path = os.fsdecode(unquote_to_bytes(urlsplit(url).path))
         else:
             path = url
-        meta.update(scan_root=str(Path(path).expanduser()), dont_obey_robotstxt=True)
+        root = path if locations.is_remote(path) else str(Path(path).expanduser())
+        meta.update(scan_root=root, dont_obey_robotstxt=True)
         return scrapy.Request("data:,", callback=self.scan, meta=meta, dont_filter=True)
 
     async def scan(self, response):
+        if locations.is_remote(response.meta["scan_root"]):
+            async for item in self.scan_objects(response.meta["scan_root"]):
+                yield item
+            return
         root = Path(response.meta["scan_root"]).absolute()
         if root.is_file():  # one file named on purpose: read even if it is a symlink
             for found in [await asyncio.to_thread(_look, str(root))]:
@@ -153,6 +196,36 @@ class LocalSpider(RedisBaseSpider):
                 if item is not None:
                     yield item
 
+    async def scan_objects(self, root: str):
+        """The objects under a bucket prefix (or the one object it names), a listed folder at a time."""
+        try:
+            if await asyncio.to_thread(locations.is_file, root):
+                batches = iter([[(root, await asyncio.to_thread(locations.size, root))]])
+            else:
+                batches = locations.walk(root)
+        except Exception as exc:  # noqa: BLE001 - the bucket went away since the start check
+            self.count("missing_roots")
+            self.logger.error("cannot list %s: %s: %s", root, type(exc).__name__, exc)
+            return
+        listed = 0
+        while True:
+            try:
+                batch = await asyncio.to_thread(next, batches, None)
+            except Exception as exc:  # noqa: BLE001
+                self.count("skipped/unreadable_dirs")
+                self.logger.error("listing %s stopped: %s: %s", root, type(exc).__name__, exc)
+                break
+            if batch is None:
+                break
+            listed += len(batch)
+            for one in await asyncio.to_thread(_look_objects, batch):
+                item = self._new(one)
+                if item is not None:
+                    yield item
+        if not listed:
+            self.count("missing_roots")
+            self.logger.error("no objects under %s", root)
+
     def _new(self, found: Found) -> VideoItem | None:
         """The item for a file not seen before by any process on this Redis, counted."""
         if found.status is None:
@@ -171,6 +244,9 @@ class LocalSpider(RedisBaseSpider):
 
     @staticmethod
     def to_item(path: str) -> VideoItem:
+        if locations.is_remote(path):  # an object: its URI is its URL and its path
+            return VideoItem(url=path, source="local", path=path, download_via="local",
+                             title=display_name(Path(locations.name_of(path)).stem))  # fmt: skip
         p = Path(path).absolute()
         return VideoItem(url=p.as_uri(), source="local", path=str(p), download_via="local",
                          title=display_name(p.stem))  # fmt: skip

@@ -263,7 +263,7 @@ def register(subparsers) -> None:
                         "embeddings (Parquet vectors); clips (one file per scene)")  # fmt: skip
     p.add_argument("--clips", action="store_true", help="same as --format clips")
     p.add_argument("--embeddings", action="store_true", help="same as --format embeddings")
-    p.add_argument("--out", help="output folder (default: DATA_DIR/export)")
+    p.add_argument("--out", help="output folder, or a bucket prefix s3://... / gs://... (default: DATA_DIR/export)")
     p.add_argument("--include-duplicates", action="store_true", help="manifests: duplicates too")
     size = p.add_mutually_exclusive_group()
     size.add_argument("--shard-size", metavar="SIZE", help="webdataset: bytes per shard at most, e.g. 500MB, 1GB (default), 2GiB")

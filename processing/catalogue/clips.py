@@ -11,7 +11,9 @@ codec MP4 cannot hold) is re-encoded. ``clips/<video_id>-<scene:04d>.mp4`` and `
 (one line per clip: ``clip_id``, ``video_id``, ``scene``, ``start``, ``end``, ``duration`` as
 measured in the written file, ``path``, ``mode`` ``copy`` or ``reencode``, ``size_bytes``) are
 written into the export folder; clips an earlier export left there and this one did not write
-again are deleted.
+again are deleted. The export may be a bucket prefix (processing/catalogue/output.py): each clip is
+cut in a local temporary folder, then uploaded; a video kept in a bucket is copied into that folder
+(streamed) while its clips are cut, since ffmpeg cuts from a file.
 """
 
 from __future__ import annotations
@@ -19,11 +21,17 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 import subprocess
+import tempfile
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterable
 
-from processing.catalogue.shards import local_file
+from crawler import locations
+from crawler.errors import MediaError
+from processing.catalogue.output import Output
+from processing.catalogue.shards import readable_size
 
 CLIP_NAME = re.compile(r"^[0-9A-Za-z_.-]+-\d{4}\.mp4$")
 REENCODE = ("-c:v", "libx264", "-preset", "veryfast", "-crf", "18", "-pix_fmt", "yuv420p",
@@ -61,41 +69,63 @@ def media_duration(path: Path) -> float | None:
 class ClipWriter:
     """Cuts every selected video into its scenes; ``write(docs)`` reports what it wrote."""
 
-    def __init__(self, out_dir: str | Path, ffmpeg: str = "ffmpeg", timeout_s: float = 60.0,
+    def __init__(self, out_dir: Output | str | Path, ffmpeg: str = "ffmpeg", timeout_s: float = 60.0,
                  timeout_per_second: float = 4.0):  # fmt: skip
-        self.out_dir = Path(out_dir)
-        self.clip_dir = self.out_dir / "clips"
+        self.output = out_dir if isinstance(out_dir, Output) else Output(out_dir)
+        self.clip_dir = self.output.location("clips")
+        self.work: Path | None = None  # local folder for cutting (a bucket output or a bucket video)
         self.ffmpeg = ffmpeg
         self.timeout_s = timeout_s
         self.timeout_per_second = timeout_per_second
 
     def write(self, docs: Iterable[dict[str, Any]]) -> dict[str, Any]:
-        self.clip_dir.mkdir(parents=True, exist_ok=True)
-        index = self.out_dir / "clips.jsonl"
-        tmp = index.with_name(index.name + ".tmp")
+        if not self.output.remote:
+            (self.output.dir / "clips").mkdir(parents=True, exist_ok=True)
         skipped: dict[str, int] = {}
         modes: dict[str, int] = {}
         written: set[str] = set()
         videos = 0
-        with open(tmp, "w", encoding="utf-8") as out:
+        with tempfile.TemporaryDirectory(prefix="clips-") as work, self.output.atomic("clips.jsonl", "w") as out:
+            self.work = Path(work)
             for doc in docs:
                 scenes = [s for s in doc.get("scenes") or [] if _scene(s)]
-                video = local_file(doc.get("path"))
-                if not scenes or video is None:
+                if not scenes or readable_size(doc.get("path")) is None:
                     key = "no_scenes" if not scenes else "no_video_file"
                     skipped[key] = skipped.get(key, 0) + 1
                     continue
-                videos += 1
-                for clip in self._cut(doc, video, scenes, skipped):
-                    out.write(json.dumps(clip, ensure_ascii=False, sort_keys=True) + "\n")
-                    modes[clip["mode"]] = modes.get(clip["mode"], 0) + 1
-                    written.add(Path(clip["path"]).name)
-        os.replace(tmp, index)
-        for old in self.clip_dir.iterdir():
-            if CLIP_NAME.match(old.name) and old.name not in written:
-                old.unlink()  # from an earlier export (a video since left out, or forgotten)
-        return {"file": str(index), "rows": len(written), "videos": videos, "clip_dir": str(self.clip_dir),
-                "modes": dict(sorted(modes.items())), "skipped": dict(sorted(skipped.items()))}  # fmt: skip
+                try:
+                    with self._local_video(doc["path"]) as video:
+                        videos += 1
+                        for clip in self._cut(doc, video, scenes, skipped):
+                            out.write(json.dumps(clip, ensure_ascii=False, sort_keys=True) + "\n")
+                            modes[clip["mode"]] = modes.get(clip["mode"], 0) + 1
+                            written.add(f"{clip['clip_id']}.mp4")
+                except MediaError as exc:  # a bucket's video that could not be fetched
+                    skipped[f"video_{exc.code}"] = skipped.get(f"video_{exc.code}", 0) + 1
+        for old in self.output.names("clips"):
+            if CLIP_NAME.match(old) and old not in written:
+                self.output.remove(f"clips/{old}")  # from an earlier export (a video since left out, or forgotten)
+        return {"file": self.output.location("clips.jsonl"), "rows": len(written), "videos": videos,
+                "clip_dir": self.clip_dir, "modes": dict(sorted(modes.items())),
+                "skipped": dict(sorted(skipped.items()))}  # fmt: skip
+
+    @contextmanager
+    def _local_video(self, location: str):
+        """A local file of the video: its own path, or a temporary copy of an object (streamed)."""
+        local = locations.local_file(location)
+        if local is not None:
+            yield local
+            return
+        copy = self.work / f"source{Path(locations.name_of(location)).suffix or '.mp4'}"
+        try:
+            with locations.open_input(location) as src, open(copy, "wb") as dst:
+                try:
+                    shutil.copyfileobj(src, dst, 1024 * 1024)
+                except Exception as exc:  # noqa: BLE001 - an object store's error mid-read
+                    raise MediaError("unreadable", f"{type(exc).__name__}: {exc}"[:300]) from exc
+            yield copy
+        finally:
+            copy.unlink(missing_ok=True)
 
     def _cut(self, doc: dict[str, Any], video: Path, scenes: list[dict], skipped: dict[str, int]):
         try:
@@ -111,7 +141,8 @@ class ClipWriter:
         for n, scene in enumerate(scenes):
             start, end = float(scene["start"]), float(scene["end"])
             clip_id = f"{doc['video_id']}-{n:04d}"
-            target = self.clip_dir / f"{clip_id}.mp4"
+            name = f"clips/{clip_id}.mp4"
+            target = self.work / f"{clip_id}.mp4" if self.output.remote else self.output.dir / name
             mode = None
             if on_keyframe(start) and (on_keyframe(end) or n == len(scenes) - 1):
                 failed = self._copy(video, target, start, end)
@@ -125,9 +156,13 @@ class ClipWriter:
                     skipped[f"clip_failed:{failed}"] = skipped.get(f"clip_failed:{failed}", 0) + 1
                     continue
                 mode = "reencode"
-            yield {"clip_id": clip_id, "video_id": doc["video_id"], "scene": n, "start": start, "end": end,
-                   "duration": media_duration(target), "path": str(target), "mode": mode,
-                   "size_bytes": target.stat().st_size}  # fmt: skip
+            clip = {"clip_id": clip_id, "video_id": doc["video_id"], "scene": n, "start": start, "end": end,
+                    "duration": media_duration(target), "path": self.output.location(name), "mode": mode,
+                    "size_bytes": target.stat().st_size}  # fmt: skip
+            if self.output.remote:
+                self.output.put(target, name)  # uploaded, then the local cut goes
+                target.unlink(missing_ok=True)
+            yield clip
 
     def _copy(self, video: Path, target: Path, start: float, end: float) -> str | None:
         """Remux the packets shown in ``[start, end)`` (video + first audio track) into ``target``;

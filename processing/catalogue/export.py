@@ -237,7 +237,8 @@ class Exporter:
             f.write(json.dumps(dupmap, indent=2, ensure_ascii=False) + "\n")
         report.update({
             "format": self.fmt, "filters": self.filters.describe(), "filtered": dict(sorted(self.filtered.items())),
-            "duplicates_file": self.output.location("duplicates.json"), "canonicals_with_duplicates": len(dupmap), "catalogue": self.counts,
+            "duplicates_file": self.output.location("duplicates.json"), "canonicals_with_duplicates": len(dupmap),
+            "catalogue": self.counts,
         })  # fmt: skip
         if self.filters.exclude_nsfw:
             report["nsfw_unlabeled"] = self.nsfw_unlabeled

@@ -6,8 +6,10 @@ keys must be): ``<key>.mp4`` (the video file as stored; ``.webm``/``.mkv``... wh
 ``<key>.json`` (its catalogue document without vectors), ``<key>.jpg`` (the thumbnail, when the
 frames stage made one) and ``<key>.npy`` (its video descriptor: float32, shape (D,), the
 L2-normalised mean of the frame embeddings of ``embedding_model``; the catalogue keeps no
-per-frame vectors). Files are streamed from disk into the tar: one video at a time is open,
-none is read into memory. A new shard starts before a sample would take the current one past
+per-frame vectors). Files are streamed into the tar from where the documents say they are (a
+path, or an object URI read in ranged blocks: ``crawler.locations``), and the tar is streamed to
+the output (a folder, or a bucket prefix: processing/catalogue/output.py): one video at a time is
+open, none is read into memory. A new shard starts before a sample would take the current one past
 ``shard_size`` bytes, or after ``ceil(total / shard_count)`` samples. Shards are written as
 ``.tmp`` files and renamed when all are complete; shards of an earlier export in the folder
 that this one did not write again are deleted, so a glob never mixes two exports.
@@ -20,14 +22,16 @@ from __future__ import annotations
 import io
 import json
 import math
-import os
 import re
 import tarfile
 import time
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any, Iterable
 
+from crawler import locations
+from crawler.errors import MediaError
 from processing.catalogue.documents import public_doc
+from processing.catalogue.output import Output
 
 PREFIX = "videos"
 SHARD_NAME = re.compile(rf"^{PREFIX}-(\d{{6}})\.tar(\.tmp)?$")
@@ -58,21 +62,23 @@ def human(n: int) -> str:
     return f"{n} B"
 
 
-def local_file(location: str | None) -> Path | None:
-    """The readable local file a document names (a path or ``file://`` URI), else None."""
+def readable_size(location: str | None) -> int | None:
+    """Bytes of the file or object a document names (a path, ``file://`` or object URI) when it
+    can be read, else None."""
     if not isinstance(location, str) or not location:
         return None
-    if location.startswith("file://"):
-        location = location[len("file://") :]
-    elif "://" in location:
-        return None  # FILES_STORE keeps local files only (pipelines/stores.py)
-    path = Path(location)
-    return path if path.is_file() else None
+    local = locations.local_file(location)
+    if local is not None:
+        return local.stat().st_size if local.is_file() else None
+    try:
+        return locations.size(location)
+    except MediaError:
+        return None
 
 
-def video_extension(doc: dict[str, Any], path: Path) -> str:
+def video_extension(doc: dict[str, Any], location: str) -> str:
     """The file's own extension when it is a video one, else guessed from the probed container."""
-    ext = path.suffix.lower().lstrip(".")
+    ext = PurePosixPath(locations.name_of(location)).suffix.lower().lstrip(".")
     if ext in VIDEO_EXTENSIONS:
         return ext
     container = (doc.get("container") or "").lower()
@@ -88,14 +94,16 @@ def _member_bytes(size: int) -> int:
 
 
 class ShardWriter:
-    """Writes samples into numbered tar shards in ``out_dir``; ``write(docs)`` reports them."""
+    """Writes samples into numbered tar shards in ``out_dir`` (a folder or a bucket prefix); ``write(docs)``
+    reports them."""
 
-    def __init__(self, out_dir: str | Path, shard_size: str | int | None = None, shard_count: int | None = None):
+    def __init__(self, out_dir: Output | str | Path, shard_size: str | int | None = None,
+                 shard_count: int | None = None):  # fmt: skip
         if shard_size is not None and shard_count is not None:
             raise ValueError("give a shard size or a shard count, not both")
         if shard_count is not None and (not isinstance(shard_count, int) or shard_count < 1):
             raise ValueError(f"shard count must be a positive integer, got {shard_count!r}")
-        self.out_dir = Path(out_dir)
+        self.output = out_dir if isinstance(out_dir, Output) else Output(out_dir)
         self.max_bytes = parse_size(shard_size) if shard_size is not None else None
         if shard_count is None and self.max_bytes is None:
             self.max_bytes = DEFAULT_SHARD_SIZE
@@ -104,22 +112,26 @@ class ShardWriter:
         self.total = 0
         self.shards: list[dict[str, Any]] = []
         self.tar: tarfile.TarFile | None = None
+        self.sink = None  # the file the current shard's tar is streamed into
         self.mtime = int(time.time())
 
     # -- shards -----------------------------------------------------------------------------
-    def _path(self, index: int, tmp: bool = True) -> Path:
-        return self.out_dir / f"{PREFIX}-{index:06d}.tar{'.tmp' if tmp else ''}"
+    @staticmethod
+    def _name(index: int, tmp: bool = True) -> str:
+        return f"{PREFIX}-{index:06d}.tar{'.tmp' if tmp else ''}"
 
     def _open(self) -> None:
         index = len(self.shards)
-        self.tar = tarfile.open(self._path(index), "w")  # uncompressed, as WebDataset reads fastest
-        self.shards.append({"file": self._path(index, tmp=False).name, "samples": 0, "bytes": 0})
+        self.sink = self.output.create(self._name(index))
+        self.tar = tarfile.open(fileobj=self.sink, mode="w")  # uncompressed, as WebDataset reads fastest
+        self.shards.append({"file": self._name(index, tmp=False), "samples": 0, "bytes": 0})
 
     def _close(self) -> None:
         if self.tar is not None:
             self.tar.close()
-            self.shards[-1]["bytes"] = self._path(len(self.shards) - 1).stat().st_size
-            self.tar = None
+            self.sink.close()
+            self.shards[-1]["bytes"] = self.output.size(self._name(len(self.shards) - 1))
+            self.tar = self.sink = None
 
     def _room(self, sample_bytes: int) -> bool:
         """Whether the current shard takes one more sample of ``sample_bytes``."""
@@ -130,12 +142,12 @@ class ShardWriter:
             return shard["samples"] < math.ceil(self.total / self.shard_count)
         return shard["bytes"] + sample_bytes <= self.max_bytes
 
-    def _add(self, name: str, data: bytes | None = None, path: Path | None = None) -> None:
+    def _add(self, name: str, data: bytes | None = None, location: str | None = None, size: int = 0) -> None:
         info = tarfile.TarInfo(name)
         info.mtime, info.mode = self.mtime, 0o444
-        if path is not None:
-            with open(path, "rb") as f:  # streamed into the tar in blocks
-                info.size = os.fstat(f.fileno()).st_size
+        if location is not None:
+            with locations.open_input(location) as f:  # streamed into the tar in blocks
+                info.size = size
                 self.tar.addfile(info, f)
         else:
             info.size = len(data)
@@ -148,54 +160,57 @@ class ShardWriter:
 
         skipped: dict[str, int] = {}
         missing: dict[str, int] = {}
-        for stale in self.out_dir.glob(f"{PREFIX}-*.tar.tmp"):
-            stale.unlink()
+        for stale in self.output.names():
+            if SHARD_NAME.match(stale) and stale.endswith(".tmp"):
+                self.output.remove(stale)
         try:
             for doc in docs:
-                video = local_file(doc.get("path"))
-                if video is None:
+                video_size = readable_size(doc.get("path"))
+                if video_size is None:
                     skipped["no_video_file"] = skipped.get("no_video_file", 0) + 1
                     continue
                 key = doc["video_id"]
-                members: list[tuple[str, bytes | None, Path | None]] = [
-                    (f"{key}.{video_extension(doc, video)}", None, video),
-                    (f"{key}.json", json.dumps(public_doc(doc), ensure_ascii=False, sort_keys=True).encode(), None),
+                # (member name, bytes, or the location of a file and its size)
+                members: list[tuple[str, bytes | None, str | None, int]] = [
+                    (f"{key}.{video_extension(doc, doc['path'])}", None, doc["path"], video_size),
+                    (f"{key}.json", json.dumps(public_doc(doc), ensure_ascii=False, sort_keys=True).encode(), None, 0),
                 ]
-                thumb = local_file(doc.get("thumbnail_path"))
-                if thumb is not None:
-                    members.append((f"{key}.jpg", None, thumb))
+                thumb_size = readable_size(doc.get("thumbnail_path"))
+                if thumb_size is not None:
+                    members.append((f"{key}.jpg", None, doc["thumbnail_path"], thumb_size))
                 else:
                     missing["thumbnail"] = missing.get("thumbnail", 0) + 1
                 vec = doc.get("vector")
                 if isinstance(vec, (list, tuple)) and vec:
                     buf = io.BytesIO()
                     np.save(buf, np.asarray(vec, dtype=np.float32).reshape(-1), allow_pickle=False)
-                    members.append((f"{key}.npy", buf.getvalue(), None))
+                    members.append((f"{key}.npy", buf.getvalue(), None, 0))
                 else:
                     missing["embedding"] = missing.get("embedding", 0) + 1
-                size = sum(_member_bytes(p.stat().st_size if p else len(d)) for _, d, p in members)
+                size = sum(_member_bytes(n if loc else len(d)) for _, d, loc, n in members)
                 if self.tar is None or not self._room(size):
                     self._close()
                     self._open()
-                for name, data, path in members:
-                    self._add(name, data, path)
+                for name, data, location, n in members:
+                    self._add(name, data, location, n)
                 self.shards[-1]["samples"] += 1
             self._close()
         except BaseException:
             if self.tar is not None:
                 self.tar.close()
+                self.sink.close()
             for i in range(len(self.shards)):
-                self._path(i).unlink(missing_ok=True)
+                self.output.remove(self._name(i))
             raise
         return self._finish(skipped, missing)
 
     def _finish(self, skipped: dict[str, int], missing: dict[str, int]) -> dict[str, Any]:
         for i in range(len(self.shards)):
-            os.replace(self._path(i), self._path(i, tmp=False))
-        for old in self.out_dir.glob(f"{PREFIX}-*.tar"):
-            m = SHARD_NAME.match(old.name)
-            if m and int(m.group(1)) >= len(self.shards):
-                old.unlink()  # from an earlier, larger export
+            self.output.rename(self._name(i), self._name(i, tmp=False))
+        for old in self.output.names():
+            m = SHARD_NAME.match(old)
+            if m and not m.group(2) and int(m.group(1)) >= len(self.shards):
+                self.output.remove(old)  # from an earlier, larger export
         n = len(self.shards)
         pattern = f"{PREFIX}-{{000000..{n - 1:06d}}}.tar" if n > 1 else (f"{PREFIX}-000000.tar" if n else "")
         summary = {
@@ -205,10 +220,8 @@ class ShardWriter:
             "members": {"mp4": "the video file", "json": "its catalogue document", "jpg": "thumbnail",
                         "npy": "float32 (D,) video descriptor of the document's embedding_model"},
         }  # fmt: skip
-        index = self.out_dir / "shards.json"
-        tmp = index.with_name(index.name + ".tmp")
-        tmp.write_text(json.dumps(summary, indent=2) + "\n")
-        os.replace(tmp, index)
-        return {"file": str(self.out_dir / pattern) if pattern else None, "rows": summary["samples"],
+        with self.output.atomic("shards.json", "w") as f:
+            f.write(json.dumps(summary, indent=2) + "\n")
+        return {"file": self.output.location(pattern) if pattern else None, "rows": summary["samples"],
                 "shards": n, "bytes": summary["bytes"], "skipped": summary["skipped"],
-                "missing": summary["missing"], "index_file": str(index)}  # fmt: skip
+                "missing": summary["missing"], "index_file": self.output.location("shards.json")}  # fmt: skip

@@ -6,7 +6,7 @@ import time
 
 from crawler.errors import MediaError
 from processing.stages.base import Resources, Stage
-from processing.vision.decode import local_path, open_video_stream
+from processing.vision.decode import VideoSource, open_video_stream
 from processing.work import Work
 
 
@@ -81,7 +81,7 @@ class ScenesStage(Stage):
     def process_one(self, work: Work) -> str:
         item = work.item
         try:
-            cuts, end, complete = self.detect(str(local_path(item.path)))
+            cuts, end, complete = self.detect(item.path)
         except MediaError as exc:
             item.errors[self.name] = f"{exc.code}: {exc.message}" if exc.message else exc.code
             return exc.code
@@ -98,12 +98,17 @@ class ScenesStage(Stage):
         return "ok"
 
     def detect(self, path: str) -> tuple[list[float], float, bool]:
-        """``(cut times, end of the last frame, whether the whole video was decoded)``, seconds."""
+        """``(cut times, end of the last frame, whether the whole video was decoded)``, seconds.
+
+        ``path``: a local path or an object URI (``processing.vision.decode.VideoSource``).
+        """
         import av
 
+        source = VideoSource(path)
         try:
-            container = av.open(path, timeout=(10.0, 10.0))
+            container = source.open()
         except av.error.FFmpegError as exc:
+            source.close()
             raise MediaError("undecodable", f"{type(exc).__name__}: {exc}"[:300]) from exc
         cuts: list[float] = []
         end, complete = 0.0, True
@@ -137,7 +142,7 @@ class ScenesStage(Stage):
             if index == 0:
                 raise MediaError("no_frames", "no decodable video frame")
         finally:
-            container.close()
+            source.close()
         return cuts, end, complete
 
     def _graph(self, frame, time_base):

@@ -70,3 +70,25 @@ def test_a_stale_claim_whose_url_the_ledger_has_is_final(redis_client, key_prefi
     time.sleep(0.3)
     assert SeenIndex(redis_client, keys, owner="b").claim(item) == (False, "v3")
     assert redis_client.hget(keys.seen, "url:https://e.org/r") == b"v3"
+
+
+def test_settling_by_the_ledger_is_one_round_trip_for_sighting_and_claim(redis_client, key_prefix):
+    """``"?"``: the scripts ask the ledger themselves (the spider's check and both settles in one trip)."""
+    import json
+
+    from crawler.queue import Sightings
+    from crawler.scripts import pipelined
+
+    keys = RedisKeys(key_prefix)
+    claims, sightings = SeenIndex(redis_client, keys, owner="a"), Sightings(redis_client, "web", keys, owner="a")
+    done, lost = (VideoItem(url=f"https://e.org/{n}", source="t") for n in ("done", "lost"))
+    for item in (done, lost):
+        assert sightings.first([item.url]) == [True] and claims.claim(item) == (True, None)
+    claims.resolve(done, "v1")
+    redis_client.hset(keys.ledger, done.url, json.dumps({"status": "queued"}))
+    for item in (done, lost):
+        calls = [sightings.settle_call(item.url, "?"), claims.settle_call(item, "?")]
+        assert pipelined(redis_client, calls) == ([1, 1] if item is done else [0, 0])
+    assert redis_client.hget(keys.seen, f"url:{done.url}") == b"v1"  # final, names its video
+    assert not redis_client.hexists(keys.seen, f"url:{lost.url}")  # freed: found and fetched again
+    assert redis_client.smembers(RedisKeys.videos_seen("web")) == {done.url.encode()}

@@ -94,7 +94,7 @@ def test_a_video_is_streamed_into_the_tar_never_read_whole(data_dir, tmp_path):
 
 def test_missing_files_are_skipped_and_counted(data_dir, media, tmp_path):
     with SqliteCatalogue() as cat:
-        cat.upsert([make_doc("gone", "Gone", path=tmp_path / "nope.mp4"), make_doc("remote", "R", path="s3://b/k.mp4"),
+        cat.upsert([make_doc("gone", "Gone", path=tmp_path / "nope.mp4"), make_doc("uri", "R", path=(tmp_path / "nope2.mp4").as_uri()),
                     make_doc("plain", "No thumbnail, no vector", path=media["gradio_b"])])
         report = Exporter(cat, tmp_path / "out", "webdataset").run()
     assert report["skipped"] == {"no_video_file": 2} and report["rows"] == 1
