@@ -14,6 +14,7 @@ from pathlib import Path
 
 from crawler.keys import RedisKeys
 from processing.pipeline import STEP_NAMES, stage_targets
+from processing.vision.frame_index import IndexOptions
 
 
 def detect_gpus() -> int:
@@ -55,6 +56,7 @@ class ProcessingConfig:
     neardup_approx_threshold: int
     phash_max_distance: int
     dedup_method: str  # "both", "phash" or "embedding" (processing/stages/neardup.py)
+    neardup_index: IndexOptions  # how the near-dup index stores vectors (processing/vision/frame_index.py)
     labelers: tuple[str, ...]
     clip_model: str
     clip_tags_vocabulary: tuple[str, ...]
@@ -99,6 +101,10 @@ class ProcessingConfig:
             neardup_approx_threshold=source.NEARDUP_APPROX_THRESHOLD,
             phash_max_distance=source.PHASH_MAX_DISTANCE,
             dedup_method=getattr(source, "DEDUP_METHOD", "both"),
+            neardup_index=IndexOptions(
+                codec=getattr(source, "NEARDUP_CODEC", "random"), code_dim=getattr(source, "NEARDUP_CODE_DIM", 96),
+                train_size=getattr(source, "NEARDUP_CODEC_TRAIN", 50_000), nprobe=getattr(source, "NEARDUP_NPROBE", 32),
+                exact=getattr(source, "NEARDUP_EXACT", True)),  # fmt: skip
             labelers=_names(source.LABELERS),
             clip_model=source.CLIP_MODEL,
             clip_tags_vocabulary=_names(source.CLIP_TAGS_VOCABULARY),

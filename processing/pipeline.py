@@ -2,8 +2,9 @@
 
 A batch goes through ``STEPS`` in order. Pools are the Ray actors a step runs on: ``decode``
 (CPU decode actors: frames, then scenes), ``model`` (embed and labels share the model actors,
-GPUs when the run has them), ``neardup`` (ONE actor owns the near-duplicate index, so duplicates are decided
-in one place, in order). A step's class can be replaced without code changes:
+GPUs when the run has them), ``neardup`` (one actor per driver; the near-duplicate index itself
+is ONE actor that every driver shares, so duplicates are decided in one place, one at a time:
+processing/runtime/index.py). A step's class can be replaced without code changes:
 ``PROCESSING_STAGES="frames=my.module:MyFrames"`` (see ``stage_targets``).
 """
 

@@ -12,19 +12,30 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from crawler.items import DUPLICATE, VideoItem
+from crawler.items import DUPLICATE, INDEXED, VideoItem
 
 
 @dataclass(frozen=True)
 class Demotion:
-    """A kept video decided here to be the duplicate of a better copy (NearDupStage)."""
+    """Another video's place in its near-duplicate cluster, changed by this video (NearDupStage).
 
-    video_id: str  # the video that was kept until now
-    duplicate_of: str  # the better copy that replaces it
-    similarity: float
+    A kept video demoted to the duplicate of a better copy, or a duplicate re-pointed at its
+    cluster's new canonical (``duplicate_of`` always names the canonical). ``duplicate_of``
+    None: the video became its cluster's canonical (a promotion, rare: see neardup.py).
+    """
+
+    video_id: str  # the video whose place changed
+    duplicate_of: str | None  # its cluster's canonical now; None: it is the canonical
+    similarity: float | None  # to that canonical (None for a promotion)
+
+    @property
+    def promoted(self) -> bool:
+        return self.duplicate_of is None
 
     def fields(self) -> dict:
-        """The catalogue/item fields this changes on the demoted video."""
+        """The catalogue/item fields this changes on that video."""
+        if self.promoted:
+            return {"status": INDEXED, "duplicate_of": None, "similarity": None}
         return {"status": DUPLICATE, "duplicate_of": self.duplicate_of, "similarity": self.similarity}
 
 
@@ -45,7 +56,7 @@ class Work:
     logits: np.ndarray | None = None  # (N, 1000) ImageNet logits (EfficientNet-Lite0 only)
     dedup_embeddings: np.ndarray | None = None  # what the near-dup index compares (N, D')
     dedup_model: str | None = None  # the model (and variant) of ``dedup_embeddings``
-    # NearDupStage: other videos decided here, e.g. a kept video demoted by this better copy
+    # NearDupStage: other videos whose cluster place this one changed (demoted, re-pointed)
     updates: list[Demotion] = field(default_factory=list)
 
     @property

@@ -1,1 +1,1 @@
-"""The Ray worker runtime: runner (the driver loop), pools (actors), stream, writer, progress and status."""
+"""The Ray worker runtime: runner, pools, shared near-dup index and local Ray, stream, writer, progress, status."""

@@ -86,13 +86,15 @@ def pool_resources(cfg: ProcessingConfig, pool: str) -> Resources:
     return Resources(num_cpus=max(r.num_cpus for r in declared), num_gpus=gpus)
 
 
-def start_pools(cfg: ProcessingConfig, timeout_s: float = 600.0, *, index=None, shared: bool = False) -> dict[str, Pool]:
+def start_pools(cfg: ProcessingConfig, timeout_s: float = 600.0, *, index=None,
+                shared: bool = False) -> dict[str, Pool]:  # fmt: skip
     """Create the three pools sized by ``cfg`` and wait until every actor has set up.
 
     CPU requests are scaled down (with a warning) when the cluster has fewer CPUs than
-    asked for, so actors never wait forever for a core; ``shared``: the machine's local Ray
-    that other drivers may be using too (processing/runtime/localray.py): scaled to the CPUs
-    still free (possibly to none: the OS shares the cores, as it did between separate Rays).
+    asked for, so actors never wait forever for a core. ``shared``: the machine's local Ray,
+    which other drivers use too (processing/runtime/localray.py): the actors ask Ray for no
+    CPUs, the drivers share the cores through the OS as separate Rays did (Ray's accounting
+    would make a second driver's actors wait until the first driver is done).
     ``index``: the shared near-dup index (processing/runtime/index.py), handed to the neardup
     stage. Raises RuntimeError when a stage cannot be built or set up (a missing model, bad
     config): nothing would succeed.
@@ -101,10 +103,8 @@ def start_pools(cfg: ProcessingConfig, timeout_s: float = 600.0, *, index=None, 
     res = {p: pool_resources(cfg, p) for p in sizes}
     wanted = sum(res[p].num_cpus * n for p, n in sizes.items())
     have = ray.cluster_resources().get("CPU", 0.0)
-    if shared:
-        have = max(0.0, min(have, ray.available_resources().get("CPU", 0.0)))
-    scale = 1.0
-    if wanted > have >= 0 and (have > 0 or shared):
+    scale = 0.0 if shared else 1.0
+    if wanted > have > 0 and not shared:
         scale = have / wanted
         log.warning("%d actors want %.1f CPUs, the cluster has %.1f: CPU requests scaled by %.2f",
                     sum(sizes.values()), wanted, have, scale)

@@ -48,11 +48,11 @@ entry, even one that was demoted since) gets its current place back (``already_i
 ``already_duplicate``) and, as ``updates``, the current place of every other member of its
 cluster, so a batch lost after the decision still repairs every document it changed.
 
-**Persistence.** Each model's folder holds the FrameIndex files plus ``clusters.json``
-(members -> cluster, quality, duration, similarity), written after them; flushed every
-``flush_seconds`` and at teardown. On load, a vector without a cluster record (saved
-between the two files) is dropped, as are records without vectors. An index saved before
-clusters existed loads with each live video its own canonical. Takedowns: an id listed in
+**Persistence.** Each model's snapshot (processing/vision/frame_index.py: a folder or a URI)
+holds the vectors and, in the same generation, ``clusters.json`` (member -> cluster,
+quality, duration, similarity); flushed every ``flush_seconds`` and at teardown. As the
+clusters are a function of the registered videos, whatever a snapshot lacks is decided
+again from its vectors on load (``NearDupIndex.load``). Takedowns: an id listed in
 the index dir's ``forgotten.txt`` (``python -m processing forget``) is purged from the
 loaded indexes as soon as the list changes (checked every batch, and before every save,
 under the dir's lock), and a forgotten video arriving later is rejected ``opted_out:
@@ -69,7 +69,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -87,6 +86,7 @@ from processing.work import Demotion, Work
 log = logging.getLogger(__name__)
 
 METHODS = ("both", "phash", "embedding")
+PROPOSE_SLACK = 0.2  # how far below a layer's bar a searched (approximate) similarity still proposes
 
 
 def quality(item, frames: np.ndarray | None = None) -> float:
@@ -290,9 +290,11 @@ class NearDupIndex:
         rule = self.rule
         proposed: set[int] = set()
         if rule.uses_frames:
-            bar = min(rule.frame_threshold, rule.phash_confirm if rule.uses_hash else 1.0)
+            # no frame this close: no match either way (with slack: the search's similarities
+            # come from compressed codes, the decision from the stored vectors)
+            bar = min(rule.frame_threshold, rule.phash_confirm if rule.uses_hash else 1.0) - PROPOSE_SLACK
             for other, sims in self.frames.best_per_video(mine, rule.k).items():
-                if other != num and float(sims.max()) >= bar:  # no frame this close: no match either way
+                if other != num and float(sims.max()) >= bar:
                     proposed.add(other)
         if rule.uses_hash and c.phash:
             proposed.update(n for n, _ in self.frames.hashes_within(c.phash, rule.phash_max_distance) if n != num)
@@ -309,19 +311,23 @@ class NearDupIndex:
                 counts["phash_unconfirmed"] = counts.get("phash_unconfirmed", 0) + 1
         return links
 
-    def similarity(self, a: str, b: str) -> float:
+    def similarity(self, a: str, b: str, vb: np.ndarray | None = None) -> float:
         """How similar two registered videos are, by the layer that links them (hash first),
-        else by their frames: what ``similarity`` says next to ``duplicate_of``."""
+        else by their frames: what ``similarity`` says next to ``duplicate_of`` (``vb``: b's
+        stored vectors, when the caller has them)."""
         ra, rb = self.frames.videos[self.frames.by_id[a]], self.frames.videos[self.frames.by_id[b]]
-        va = self.frames.video_vectors(a) if self.rule.uses_frames else np.zeros((0, 1), np.float32)
-        vb = self.frames.video_vectors(b) if self.rule.uses_frames else np.zeros((0, 1), np.float32)
+        empty = np.zeros((0, self.frames.dim), np.float32)
+        va = self.frames.video_vectors(a) if self.rule.uses_frames else empty
+        if vb is None:
+            vb = self.frames.video_vectors(b) if self.rule.uses_frames else empty
         _, sim, _ = self.rule.link(va, vb, _hamming(ra.get("phash"), rb.get("phash")))
         return round(float(sim), 4)
 
     def _repoint(self, merged: list[str], canon: str, skip: str) -> list[Demotion]:
         """Make ``canon`` the canonical of ``merged``; Demotions for members (but ``skip``) that moved."""
-        self.clusters[canon] = [canon] + [v for v in merged if v != canon]
+        self.clusters[canon] = [canon] + sorted(v for v in merged if v != canon)  # the same in any order
         updates = []
+        theirs = None  # the canonical's vectors, read once
         for vid in merged:
             member = self.members[vid]
             before = member.cluster
@@ -333,7 +339,9 @@ class NearDupIndex:
                 continue
             if before == canon and member.similarity is not None and vid != skip:
                 continue  # already pointed at it
-            member.similarity = self.similarity(vid, canon)
+            if theirs is None:
+                theirs = self.frames.video_vectors(canon) if self.rule.uses_frames else np.zeros((0, self.frames.dim))
+            member.similarity = self.similarity(vid, canon, theirs)
             if vid != skip:
                 updates.append(Demotion(vid, canon, member.similarity))
         return updates
@@ -373,40 +381,46 @@ class NearDupIndex:
         return len(gone)
 
     # -- persistence ---------------------------------------------------------------------------------
-    def save(self, folder: Path) -> None:
-        self.frames.save(folder)  # first: a cluster record never names vectors that were not saved
+    def save(self, target: str | Path) -> None:
+        """One snapshot: the vectors, and the clusters as a file of the same generation."""
         members = {v: [m.cluster, m.quality, m.duration, m.similarity] for v, m in self.members.items()}
-        tmp = folder / (self.CLUSTERS + ".tmp")
-        tmp.write_text(json.dumps({"version": 1, "members": members}))
-        os.replace(tmp, folder / self.CLUSTERS)
+        self.frames.save(target, extras={self.CLUSTERS: json.dumps({"version": 1, "members": members}).encode()})
         self._dirty = False
 
     @classmethod
-    def load(cls, folder: Path, dim: int, approx_threshold: int, rule: MatchRule) -> NearDupIndex:
-        """The saved clusters of ``folder`` (reconciled with its vectors), or an empty index."""
-        index = cls(rule, FrameIndex.load(folder, dim, approx_threshold))
+    def load(cls, target: str | Path, dim: int, approx_threshold: int, rule: MatchRule) -> NearDupIndex:
+        """The saved clusters at ``target`` with their vectors, or an empty index.
+
+        The clusters are a function of the registered videos (the rule does not depend on
+        order), so what the snapshot lacks is decided again from the stored vectors: every
+        video when it holds no clusters (an index saved before clusters existed, or by a tool
+        that saved the vectors alone), a video registered without a record; a record whose
+        vectors are gone (a takedown) is dropped, and a cluster that lost its canonical elects one.
+        """
+        index = cls(rule, FrameIndex.load(target, dim, approx_threshold))
         live = {r["video_id"]: r for r in index.frames.videos if r["alive"]}
-        path = folder / cls.CLUSTERS
-        if path.exists():
-            saved = json.loads(path.read_text())["members"]
-            for vid, (cluster, q, duration, similarity) in saved.items():
-                if vid in live:
-                    index.members[vid] = Member(cluster, q, duration, similarity)
-        else:  # saved before clusters: every live video was a kept canonical
-            for vid, r in live.items():
-                index.members[vid] = Member(vid, float(r.get("quality") or 0.0), float(r.get("duration") or 0.0))
-        for vid in set(live) - set(index.members):
-            index.frames.remove(vid)  # saved between the two files: its decision was not
+        raw = FrameIndex.load_extra(target, cls.CLUSTERS)
+        saved = json.loads(raw)["members"] if raw else {}
+        for vid, (cluster, q, duration, similarity) in saved.items():
+            if vid in live:
+                index.members[vid] = Member(cluster, q, duration, similarity)
         by_cluster: dict[str, list[str]] = {}
         for vid, m in index.members.items():
             by_cluster.setdefault(m.cluster, []).append(vid)
         for canon, vids in sorted(by_cluster.items()):
             if canon in vids:
                 index.clusters[canon] = [canon] + sorted(v for v in vids if v != canon)
-            else:  # its canonical's vectors were lost (or purged): elect again
+            else:  # its canonical was removed: elect again among the rest
                 new = rule.canonical((v, index.members[v].quality, index.members[v].duration) for v in vids)
                 index._repoint(vids, new, skip="")
-        index._dirty = False
+        missing = [r for vid, r in live.items() if vid not in index.members]
+        if missing:
+            log.info("near-dup index %s: deciding %d registered videos again from their vectors", target, len(missing))
+        for r in missing:
+            vid = r["video_id"]
+            index.decide(Candidate(vid, index.frames.video_vectors(vid), float(r.get("quality") or 0.0),
+                                   float(r.get("duration") or 0.0), r.get("phash")))  # fmt: skip
+        index._dirty = bool(missing)
         return index
 
 
