@@ -22,3 +22,26 @@ class Labeler(ABC):
     @abstractmethod
     def label(self, work: Work) -> dict[str, Any]:
         """The labeler's output for one video."""
+
+
+class FrameVoteLabeler(Labeler):
+    """A labeler over one shared NudeNet pass: ``frames`` sampled frames, a score bar, and the
+    number of frames that must reach it (one frame is not enough by default)."""
+
+    def __init__(self, frames: int = 3, min_score: float = 0.5, min_frames: int = 2, threads: int | None = None):
+        if not isinstance(frames, int) or frames < 1:
+            raise ValueError(f"frames must be a positive integer, got {frames!r}")
+        if not isinstance(min_frames, int) or min_frames < 1:
+            raise ValueError(f"min_frames must be a positive integer, got {min_frames!r}")
+        if not 0.0 < min_score <= 1.0:
+            raise ValueError(f"min_score must be in (0, 1], got {min_score!r}")
+        self.frames = frames
+        self.min_score = float(min_score)
+        self.min_frames = min_frames
+        self.threads = threads
+        self.detector = None
+
+    def setup(self) -> None:
+        from processing.vision.models import load_nudenet
+
+        self.detector = load_nudenet(self.threads)

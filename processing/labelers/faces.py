@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-from processing.labelers.base import Labeler
-from processing.vision.models import NUDENET_CLASSES, load_nudenet
+from processing.labelers.base import FrameVoteLabeler
+from processing.vision.models import NUDENET_CLASSES
 from processing.work import Work
 
 FACE_CLASSES = [NUDENET_CLASSES.index(c) for c in ("FACE_FEMALE", "FACE_MALE")]
 
 
-class FacesLabeler(Labeler):
+class FacesLabeler(FrameVoteLabeler):
     """present = a human face scoring >= ``min_score`` on at least ``min_frames`` of ``frames``
     sampled frames; score = the fraction of those frames with one.
 
@@ -22,22 +22,6 @@ class FacesLabeler(Labeler):
 
     name = "faces"
     model = "nudenet-3.4:320n:face"
-
-    def __init__(self, frames: int = 3, min_score: float = 0.5, min_frames: int = 2, threads: int | None = None):
-        if not isinstance(frames, int) or frames < 1:
-            raise ValueError(f"frames must be a positive integer, got {frames!r}")
-        if not isinstance(min_frames, int) or min_frames < 1:
-            raise ValueError(f"min_frames must be a positive integer, got {min_frames!r}")
-        if not 0.0 < min_score <= 1.0:
-            raise ValueError(f"min_score must be in (0, 1], got {min_score!r}")
-        self.frames = frames
-        self.min_score = float(min_score)
-        self.min_frames = min_frames
-        self.threads = threads
-        self.detector = None
-
-    def setup(self) -> None:
-        self.detector = load_nudenet(self.threads)
 
     def label(self, work: Work) -> dict:
         scores = self.detector.scores_of(work.frames, self.frames)

@@ -39,7 +39,7 @@ def test_nsfw_needs_two_frames_and_shares_the_pass_with_faces(pair, sample, medi
     out = nsfw.label(work)
     faces.label(work)
     assert runs == [3]  # one detector run over 3 frames for both labelers
-    assert out["present"] is False and out["score"] < nsfw.threshold
+    assert out["present"] is False and out["score"] < nsfw.min_score
     one = NsfwLabeler(min_frames=1)
     one.setup()
     assert one.label(work)["score"] >= out["score"]  # a single frame's score is the max, never lower
@@ -59,5 +59,5 @@ def test_config_is_checked():
         FacesLabeler(min_frames=0)
     with pytest.raises(ValueError, match="min_score"):
         FacesLabeler(min_score=0)
-    with pytest.raises(ValueError, match="threshold"):
-        NsfwLabeler(threshold=1.5)
+    with pytest.raises(ValueError, match="min_score"):
+        NsfwLabeler(min_score=1.5)
