@@ -27,12 +27,6 @@ from tests.processing.dedup_groups import make_groups, queued_item
 from tests.processing.runtime.test_runner import _queue
 
 
-@pytest.fixture(scope="module")
-def ray_session():
-    ray = pytest.importorskip("ray")
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
-    yield ray
-    ray.shutdown()
 
 
 def _frames(seed: int) -> np.ndarray:

@@ -58,12 +58,6 @@ class HangingLabels(TinyLabels):
         return super().process_one(work)
 
 
-@pytest.fixture(scope="module")
-def ray_session():
-    ray = pytest.importorskip("ray")
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
-    yield ray
-    ray.shutdown()
 
 
 @pytest.mark.faults
