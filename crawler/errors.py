@@ -47,6 +47,8 @@ Failed (retryable):
 - resolve (yt-dlp spider): ``unsupported_url``, ``login_required``, ``geo_restricted``,
   ``unavailable``, ``network_error``, ``extractor_error``, ``no_info``
 - ``redis_error``       the hand-off could not write to Redis
+- ``worker_crashed``    the media worker process died on the file twice (a decoder crash,
+                        the OOM killer): pipelines/pool.py; the crawl itself goes on
 - ``internal_error``    a bug: an exception no stage expected (report it)
 - ``unsupported_store`` / ``bad_download_via``   configuration the stage cannot serve
 
@@ -69,7 +71,7 @@ FAIL_CODES = frozenset({
     "unresolvable", "tls_error", "bad_response", "bad_content_encoding", "unsupported_encoding",
     "too_many_redirects", "missing_file", "unreadable", "store_error", "probe_error",
     "ytdlp_error", "unsupported_url", "login_required", "geo_restricted", "unavailable",
-    "network_error", "extractor_error", "no_info", "redis_error", "internal_error",
+    "network_error", "extractor_error", "no_info", "redis_error", "worker_crashed", "internal_error",
     "unsupported_store", "bad_download_via",
 })  # fmt: skip
 

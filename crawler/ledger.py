@@ -27,6 +27,23 @@ redis.call('HSET', KEYS[1], ARGV[1], ARGV[3])
 redis.call('HINCRBY', KEYS[2], ARGV[2], 1)
 return old
 """
+# The crawl's hand-off in one round trip: XADD the item to the workers' stream (when ARGV[4] is
+# not empty; a failing XADD stops the script before anything is written), then record its state
+# as _RECORD does, unless ARGV[6] is "1" and the URL has a state already (kept: returns 0).
+_HANDOFF = """
+if ARGV[4] ~= '' then
+  redis.call('XADD', KEYS[3], 'MAXLEN', '~', ARGV[5], '*', 'item', ARGV[4])
+end
+local old = redis.call('HGET', KEYS[1], ARGV[1])
+if old and ARGV[6] == '1' then return 0 end
+if old then
+  local status = cjson.decode(old)['status']
+  if status then redis.call('HINCRBY', KEYS[2], status, -1) end
+end
+redis.call('HSET', KEYS[1], ARGV[1], ARGV[3])
+redis.call('HINCRBY', KEYS[2], ARGV[2], 1)
+return 1
+"""
 
 
 class Ledger:
@@ -39,6 +56,7 @@ class Ledger:
         self.key = keys.ledger
         self.counts_key = keys.ledger_counts
         self._record = client.register_script(_RECORD)
+        self._handoff = client.register_script(_HANDOFF)
 
     def record(
         self,
@@ -51,19 +69,37 @@ class Ledger:
         source: str | None = None,
         page_url: str | None = None,
     ) -> None:
+        self._record(keys=[self.key, self.counts_key],
+                     args=[url, status, self._entry(status, video_id, stage, error, source, page_url)])  # fmt: skip
+
+    @staticmethod
+    def _entry(status, video_id=None, stage=None, error=None, source=None, page_url=None) -> str:
         entry = {"status": status, "video_id": video_id, "stage": stage, "error": error,
                  "source": source, "at": utcnow()}  # fmt: skip
         if page_url:
             entry["page_url"] = page_url
-        self._record(keys=[self.key, self.counts_key], args=[url, status, json.dumps(entry)])
+        return json.dumps(entry)
 
-    def record_item(self, item: VideoItem) -> None:
-        """Record an item's current status; for failures/rejections the deciding (last) error."""
+    @classmethod
+    def _item_entry(cls, item: VideoItem) -> str:
+        """An item's record: its status; for failures/rejections the deciding (last) error."""
         stage, error = list(item.errors.items())[-1] if item.errors else (None, None)
         if item.status not in ("failed", "rejected"):
             stage, error = None, None
-        self.record(item.url, item.status, video_id=item.video_id, stage=stage,
-                    error=error, source=item.source, page_url=item.page_url)  # fmt: skip
+        return cls._entry(item.status, item.video_id, stage, error, item.source, item.page_url)
+
+    def record_item(self, item: VideoItem) -> None:
+        """Record an item's current status; for failures/rejections the deciding (last) error."""
+        self._record(keys=[self.key, self.counts_key], args=[item.url, item.status, self._item_entry(item)])
+
+    def hand_off(self, item: VideoItem, stream: str, maxlen: int, entry: str | None, keep_existing: bool) -> bool:
+        """XADD ``entry`` to ``stream`` (when given) and record the item, atomically, in one round trip.
+
+        False when ``keep_existing`` and the URL has a state already (then nothing is recorded).
+        A failing XADD (``redis.RedisError``) leaves the ledger as it was.
+        """
+        args = [item.url, item.status, self._item_entry(item), entry or "", maxlen, "1" if keep_existing else "0"]
+        return bool(self._handoff(keys=[self.key, self.counts_key, stream], args=args))
 
     def get(self, url: str) -> dict | None:
         raw = self.client.hget(self.key, url)

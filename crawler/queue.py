@@ -300,9 +300,11 @@ class Sightings:
     return 1
     """
     _SETTLE = CLAIM_LUA + """
+    local final = ARGV[3] == '1' or (ARGV[3] == '?' and recorded(KEYS[3], ARGV[1]))
     local owner = pending(redis.call('HGET', KEYS[2], ARGV[1]))
     if owner == ARGV[2] then redis.call('HDEL', KEYS[2], ARGV[1]) end
-    if ARGV[3] == '1' then redis.call('SADD', KEYS[1], ARGV[1]) end
+    if final then redis.call('SADD', KEYS[1], ARGV[1]) end
+    return final and 1 or 0
     """
 
     def __init__(self, client: redis.Redis, spider: str, keys: RedisKeys, *, owner: str | None = None,
@@ -326,7 +328,14 @@ class Sightings:
 
     def settle(self, url: str, recorded: bool) -> None:
         """The item of ``url`` is through: final when ``recorded``, else free for a later sighting."""
-        self._settle(keys=[self.seen, self.pending], args=[url, self.owner, "1" if recorded else "0"])
+        script, keys, args = self.settle_call(url, "1" if recorded else "0")
+        script(keys=keys, args=args)
+
+    def settle_call(self, url: str, recorded: str) -> tuple:
+        """``settle`` as a script call for ``crawler.scripts.pipelined``; ``recorded`` is ``"1"``,
+        ``"0"`` or ``"?"`` (final when the ledger has ``url``: checked by the server, the
+        script answers 1 or 0)."""
+        return self._settle, [self.seen, self.pending, self.ledger], [url, self.owner, recorded]
 
     def clear(self) -> None:
         self.client.delete(self.seen, self.pending)

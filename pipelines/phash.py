@@ -1,7 +1,9 @@
 """Perceptual-hash stage: 64-bit keyframe-collage pHash (16 hex chars) in ``item.phash``.
 
 See ``pipelines.media.phash`` for the algorithm; compare hashes with
-``pipelines.media.hamming`` against ``PHASH_MAX_DISTANCE``.
+``pipelines.media.hamming`` against ``PHASH_MAX_DISTANCE``. The probe stage usually computed it
+already on the same open file (``probe_and_phash``); this stage hashes the files it could not
+and records why.
 """
 
 from __future__ import annotations
@@ -18,6 +20,8 @@ class PhashPipeline(ItemPipeline):
     stage = "phash"
 
     async def process(self, item: VideoItem) -> str:
+        if item.phash:  # computed by the probe stage on the same open file
+            return "ok"
         if not item.path:
             raise MediaError("missing_file", "no path after download")
         item.phash = await self.in_process(phash, self.media_location(item), self.media_timeout)

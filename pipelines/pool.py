@@ -37,7 +37,7 @@ STOP_GRACE = 5.0  # seconds a worker has to exit once its input closes
 _pools: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # crawler -> MediaPool
 
 
-FUNCTIONS = ("probe", "phash", "sha256_file")  # the pipelines.media functions a worker may be asked to run
+FUNCTIONS = ("probe", "phash", "probe_and_phash", "sha256_file")  # the pipelines.media functions a worker may be asked to run
 
 
 class _Worker:

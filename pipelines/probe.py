@@ -9,6 +9,9 @@ Only video demuxers are used (``pipelines.media.VIDEO_DEMUXERS``: images, text, 
 scripts are not videos), and frames above ``MEDIA_MAX_PIXELS`` are refused before a decode.
 Not a video, no video stream, an unknown codec, nothing decodable or frames too large ->
 rejected; a cut-off MP4, a time cap -> failed (``truncated``, ``timeout``).
+It runs in the crawl's media workers (pipelines/pool.py) as ``probe_and_phash``: the perceptual
+hash of the phash stage is computed on the same open file (one open and one first-frame decode
+fewer per video) and kept in ``item.phash``.
 """
 
 from __future__ import annotations
@@ -16,7 +19,7 @@ from __future__ import annotations
 from crawler.errors import MediaError
 from crawler.items import VideoItem
 from pipelines.base import ItemPipeline
-from pipelines.media import probe
+from pipelines.media import probe_and_phash
 
 
 class ProbePipeline(ItemPipeline):
@@ -33,7 +36,10 @@ class ProbePipeline(ItemPipeline):
     async def process(self, item: VideoItem) -> str:
         if not item.path:
             raise MediaError("missing_file", "no path after download")
-        info = await self.in_process(probe, self.media_location(item), self.media_timeout, self.max_pixels)
+        # the perceptual hash on the same open file (the phash stage keeps it, or says why there is none)
+        found = await self.in_process(probe_and_phash, self.media_location(item), self.media_timeout,
+                                      self.max_pixels, timeout=2 * self.media_timeout)  # fmt: skip
+        info, item.phash = found["probe"], found["phash"] or item.phash
         via = info.pop("probed_by", "pyav")
         for name, value in info.items():
             setattr(item, name, value)

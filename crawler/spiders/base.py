@@ -17,6 +17,7 @@ from crawler.items import VideoItem
 from crawler.keys import RedisKeys
 from crawler.optout import LISTED, OPTED_OUT, OptOutList
 from crawler.queue import UNRECORDED_META, Leases, LeasingScheduler, Sightings
+from crawler.scripts import pipelined
 
 # scrapy-redis 0.9.1 still passes `spider=` to the stats collector; the warning is theirs.
 warnings.filterwarnings("ignore", category=ScrapyDeprecationWarning, module=r"scrapy_redis\.")
@@ -203,20 +204,16 @@ class RedisBaseSpider(RedisSpider):
         keys = [RedisKeys.leased(queue)] + ([self.start_leases.zkey] if self.start_leases else [])
         return any(self.server.zcard(key) for key in keys)
 
-    def _recorded(self, url: str) -> bool:
-        """The ledger has a crawl state for ``url`` (``new`` is a retry's placeholder, not one)."""
-        raw = self.server.hget(self.ledger_key, url)
-        return raw is not None and json.loads(raw).get("status") != "new"
-
     def _item_through(self, item, response=None, failure=None, **kwargs):
         """An item left the pipelines: settle its claims; if the ledger lacks it, hand its request back."""
         if not isinstance(item, VideoItem):
             return
+        # "?": the scripts ask the ledger themselves, so the check and both settles are one round trip
+        flag = "0" if failure is not None else ("?" if self.ledger_required else "1")
+        calls = [self.sightings.settle_call(item.url, flag)] if item.url in self._sighted else []
+        calls.append(self.download_claims.settle_call(item, flag))
         try:
-            recorded = failure is None and (not self.ledger_required or self._recorded(item.url))
-            if item.url in self._sighted:
-                self.sightings.settle(item.url, recorded)
-            self.download_claims.settle(item, recorded)
+            recorded = bool(pipelined(self.server, calls)[-1])
         except redis.RedisError:
             recorded = False  # the claims lapse with this process or their expiry
         self._sighted.discard(item.url)

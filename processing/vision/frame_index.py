@@ -31,7 +31,6 @@ from __future__ import annotations
 import fcntl
 import logging
 import os
-import secrets
 import shutil
 import tempfile
 from contextlib import contextmanager
@@ -531,27 +530,22 @@ class FrameIndex:
         self.compact()
         place = snapshot.Place.of(target)
         previous = place.read_manifest()
-        gen = f"{int((previous or {}).get('generation_number', self.generation)) + 1:08d}-{secrets.token_hex(3)}"
+        gen, number = snapshot.new_generation(previous or {"generation_number": self.generation})
         files = {"index": f"frames-{gen}.faiss", "arrays": f"arrays-{gen}.npz"}
-        files.update({f"extra:{name}": f"{Path(name).stem}-{gen}{Path(name).suffix}" for name in extras or {}})
         with tempfile.TemporaryDirectory(prefix="frame-save-") as tmp:
-            staged = {}
             faiss.write_index(self.index, str(Path(tmp) / files["index"]))
             arrays = self.table.arrays() | {"list_of": self.list_of[: self.rows]}
             if self.codec.projection is not None and self.codec.kind == "pca":
                 arrays["projection"] = self.codec.projection
             np.savez(Path(tmp) / files["arrays"], **arrays)
-            for name, data in (extras or {}).items():
-                (Path(tmp) / files[f"extra:{name}"]).write_bytes(data)
-            for key, name in files.items():
-                staged[name] = Path(tmp) / name
-            place.put_files(staged)
+            place.put_files({name: Path(tmp) / name for name in files.values()})
+            files.update({f"extra:{k}": v for k, v in place.put_extras(extras or {}, gen).items()})
             exact = None
             if self.exact is not None:
                 self._save_exact(place)
                 exact = {"rows": self.exact.rows, "segments": self.exact.segments(), "dim": self.dim}
             manifest = {"format": self.FORMAT, "dim": self.dim, "approx_threshold": self.approx_threshold,
-                        "generation": gen, "generation_number": int(gen.split("-")[0]), "files": files,
+                        "generation": gen, "generation_number": number, "files": files,
                         "options": asdict(self.options), "codec": self.codec.state(), "videos": len(self.table),
                         "alive": len(self), "ntotal": self.ntotal, "rows": self.rows,
                         "ivf_built_at": self.ivf_built_at, "exact": exact}  # fmt: skip

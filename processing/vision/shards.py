@@ -14,7 +14,6 @@ Every query goes to every shard: shards split memory, not lookup work (docs/capa
 from __future__ import annotations
 
 import hashlib
-import json
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Iterable, Iterator
@@ -176,23 +175,31 @@ class ShardedIndex:
             return Path(target) / name
         return f"{str(target).rstrip('/')}/{name}"
 
-    def save(self, target: str | Path) -> None:
-        """Every shard to ``<target>/shard-SSS-of-NNN`` (each its own snapshot), then ``shards.json``."""
-        from processing.vision.snapshot import Place
+    def save(self, target: str | Path, extras: dict[str, bytes] | None = None) -> None:
+        """Every shard to ``<target>/shard-SSS-of-NNN`` (each its own snapshot), then ``extras``
+        (name -> bytes, as FrameIndex.save) and ``shards.json``, the manifest, last."""
+        from processing.vision import snapshot
 
         for s, shard in enumerate(self.shards):
             if shard.dirty or str(target) != self._saved_to:  # a clean shard is already there
                 shard.save(self.shard_target(target, s, self.n))
         self._saved_to = str(target)
+        place = snapshot.Place.of(target)
+        previous = place.read_manifest(SHARDS_MANIFEST) or {}
+        gen, number = snapshot.new_generation(previous)
+        files = place.put_extras(extras or {}, gen)
+        place.write_manifest({"shards": self.n, "generation_number": number, "files": files,
+                              "generations": [s.generation for s in self.shards]}, SHARDS_MANIFEST)  # fmt: skip
+        place.delete_generations(set(files.values()) | set((previous.get("files") or {}).values()))
+
+    @classmethod
+    def load_extra(cls, target: str | Path, name: str) -> bytes | None:
+        """An ``extras`` file of the sharded snapshot at ``target`` (None when there is none)."""
+        from processing.vision.snapshot import Place
+
         place = Place.of(target)
-        data = json.dumps({"shards": self.n, "generations": [s.generation for s in self.shards]}).encode()
-        if place.local is not None:
-            place.local.mkdir(parents=True, exist_ok=True)
-            tmp = place.local / (SHARDS_MANIFEST + ".tmp")
-            tmp.write_bytes(data)
-            tmp.replace(place.local / SHARDS_MANIFEST)
-        else:
-            place.fs.pipe_file(f"{place.root}/{SHARDS_MANIFEST}", data)
+        stored = ((place.read_manifest(SHARDS_MANIFEST) or {}).get("files") or {}).get(name)
+        return None if stored is None else place.read_bytes(stored)
 
     @classmethod
     def load(cls, target: str | Path, n: int, dim: int, approx_threshold: int,
@@ -200,9 +207,9 @@ class ShardedIndex:
         """The ``n`` shards saved at ``target`` (new empty ones where none was saved)."""
         from processing.vision.snapshot import Place
 
-        saved = Place.of(target).read_bytes(SHARDS_MANIFEST)
-        if saved is not None and json.loads(saved)["shards"] != n:
-            raise ValueError(f"the index at {target} has {json.loads(saved)['shards']} shards, not {n} "
+        saved = Place.of(target).read_manifest(SHARDS_MANIFEST)
+        if saved is not None and saved["shards"] != n:
+            raise ValueError(f"the index at {target} has {saved['shards']} shards, not {n} "
                              "(resharding is not supported: keep the shard count)")  # fmt: skip
         index = cls([FrameIndex.load(cls.shard_target(target, s, n), dim, approx_threshold, options) for s in range(n)])
         index._saved_to = str(target) if saved is not None else None

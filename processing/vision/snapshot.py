@@ -11,12 +11,27 @@ from __future__ import annotations
 import json
 import os
 import re
+import secrets
 import shutil
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
 MANIFEST = "meta.json"
 GENERATION = re.compile(r"-\d{8}-[0-9a-f]{6}(\.|$)")  # the generation tag in a snapshot file's name
+
+
+def new_generation(previous: dict | None) -> tuple[str, int]:
+    """(tag, number) of the snapshot after ``previous`` (its manifest): the number goes up by
+    one, the random tail keeps two writers that race from naming the same files."""
+    number = int((previous or {}).get("generation_number", 0)) + 1
+    return f"{number:08d}-{secrets.token_hex(3)}", number
+
+
+def generation_name(name: str, generation: str) -> str:
+    """``clusters.json`` -> ``clusters-00000003-a1b2c3.json``."""
+    path = Path(name)
+    return f"{path.stem}-{generation}{path.suffix}"
 
 
 @dataclass
@@ -41,22 +56,31 @@ class Place:
         return f"{self.root}/{name}"
 
     # -- manifest -----------------------------------------------------------------------------------
-    def read_manifest(self) -> dict | None:
-        data = self.read_bytes(MANIFEST)
+    def read_manifest(self, name: str = MANIFEST) -> dict | None:
+        data = self.read_bytes(name)
         return None if data is None else json.loads(data)
 
-    def write_manifest(self, manifest: dict) -> None:
+    def write_manifest(self, manifest: dict, name: str = MANIFEST) -> None:
         data = json.dumps(manifest).encode()
         if self.local is not None:
             self.local.mkdir(parents=True, exist_ok=True)
-            tmp = self.local / (MANIFEST + ".tmp")
+            tmp = self.local / (name + ".tmp")
             with open(tmp, "wb") as fh:
                 fh.write(data)
                 fh.flush()
                 os.fsync(fh.fileno())
-            os.replace(tmp, self.local / MANIFEST)
+            os.replace(tmp, self.local / name)
         else:
-            self.fs.pipe_file(self._path(MANIFEST), data)
+            self.fs.pipe_file(self._path(name), data)
+
+    def put_extras(self, extras: dict[str, bytes], generation: str) -> dict[str, str]:
+        """Write ``name -> bytes`` as files of this generation; returns name -> stored file name."""
+        names = {name: generation_name(name, generation) for name in extras}
+        with tempfile.TemporaryDirectory(prefix="snapshot-") as tmp:
+            for name, data in extras.items():
+                (Path(tmp) / names[name]).write_bytes(data)
+            self.put_files({names[n]: Path(tmp) / names[n] for n in extras})
+        return names
 
     # -- files --------------------------------------------------------------------------------------
     def read_bytes(self, name: str) -> bytes | None:

@@ -119,3 +119,15 @@ def test_media_steps_stop_at_their_time_cap(media):
         with pytest.raises(MediaError) as err:
             func(media["gradio_world"], 1e-6)
         assert err.value.code == "timeout"
+
+
+def test_probe_and_phash_on_one_open_file_answers_as_the_two_do(media, copies, tmp_path):
+    from pipelines.media import probe_and_phash
+
+    for path in [*media.values(), *copies.values()]:
+        assert probe_and_phash(path, 30) == {"probe": probe(path, 30), "phash": phash(path, 30)}, path
+    text = tmp_path / "page.mp4"
+    text.write_text("<html>not a video</html>")
+    with pytest.raises(MediaError) as err:
+        probe_and_phash(text, 30)
+    assert err.value.code == "not_a_video"  # the probe's verdict, as probe() gives it

@@ -73,6 +73,12 @@ def test_sharded_snapshot_round_trip_and_shard_count_is_kept(tmp_path):
     assert np.abs(back.video_vectors(vid(5)) - vecs[5]).max() < 2e-3
     with pytest.raises(ValueError, match="shards"):
         ShardedIndex.load(uri, 3, 64, 10_000)
+    index.add(vid(60), vecs[0])
+    before = [s.generation for s in index.shards]
+    index.save(uri, extras={"clusters.json": b"{}"})  # only the shard that changed is written again
+    changed = shard_of(vid(60), 2)
+    assert [s.generation for s in index.shards] == [g + (k == changed) for k, g in enumerate(before)]
+    assert ShardedIndex.load_extra(uri, "clusters.json") == b"{}" and len(ShardedIndex.load(uri, 2, 64, 10_000)) == 61
     index.save(tmp_path / "local")
     assert (tmp_path / "local" / "shards.json").exists()
     assert (tmp_path / "local" / "shard-001-of-002" / "meta.json").exists()
