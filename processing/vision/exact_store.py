@@ -3,7 +3,7 @@
 The index keeps only small codes in memory (processing/vision/codecs.py); what decides a
 match is the pair's frame similarities, computed from these rows (``FrameIndex.video_vectors``).
 Rows are appended in fixed-size segment files (``exact-000000.f16``, ``SEGMENT_ROWS`` rows of
-``dim`` float16 each) and read with one positioned read per video. A takedown zeroes its rows
+``dim`` float16 each) and read through a read-only map of each segment (the page cache holds what is hot). A takedown zeroes its rows
 in place. The files only grow or get zeros, so a snapshot taken earlier stays readable (its row
 count says where it ends) and a segment already uploaded is uploaded again only when changed.
 """
@@ -28,6 +28,7 @@ class ExactStore:
         self.dim, self.rows, self.segment_rows = dim, rows, segment_rows
         self.row_bytes = 2 * dim
         self.changed: set[int] = set()  # segments written since the last upload
+        self._maps: dict[int, np.ndarray] = {}  # segment -> read-only map (writes show through it)
 
     def segment_name(self, seg: int) -> str:
         return self.PATTERN.format(seg)
@@ -62,13 +63,21 @@ class ExactStore:
         return start
 
     def read(self, start: int, n: int) -> np.ndarray:
-        """Rows [start, start+n) as float32 (n, dim)."""
+        """Rows [start, start+n) as float32 (n, dim), through a cached read-only map per segment."""
         out = np.empty((n, self.dim), np.float32)
         for seg, off, take, done in self._spans(start, n):
-            rows = np.fromfile(self.folder / self.segment_name(seg), dtype=np.float16, count=take * self.dim,
-                               offset=off * self.row_bytes)  # fmt: skip
-            out[done : done + take] = rows.reshape(take, self.dim)
+            out[done : done + take] = self._map(seg, off + take)[off : off + take]
         return out
+
+    def _map(self, seg: int, rows: int) -> np.ndarray:
+        """The segment as a (rows, dim) float16 map, mapped again when it has grown past the old map."""
+        cached = self._maps.get(seg)
+        if cached is None or len(cached) < rows:
+            path = self.folder / self.segment_name(seg)
+            have = path.stat().st_size // self.row_bytes
+            cached = np.memmap(path, dtype=np.float16, mode="r", shape=(have, self.dim))
+            self._maps[seg] = cached
+        return cached
 
     def zero(self, start: int, n: int) -> None:
         """Overwrite rows with zeros (a takedown: the vectors are gone, not only hidden)."""

@@ -485,9 +485,11 @@ class FrameIndex:
         distances[~hashed] = 99
         return distances
 
-    def video_vectors(self, video_id: str) -> np.ndarray:
+    def video_vectors(self, video_id: str, exact: bool = True) -> np.ndarray:
         """The frame vectors stored for one live video, (N, dim) float32: exact (float16) from
-        the disk store, or the codes decoded when ``exact`` is off; (0, dim) if unknown or removed."""
+        the disk store, or its codes decoded (in memory, no disk read) when ``exact`` is False or
+        the index keeps no exact vectors; (0, dim) if unknown or removed. Inner products of two
+        decoded videos are within ``code_margin`` of the exact ones: a cheap first look."""
         num = self.table.find(video_id)
         empty = np.zeros((0, self.dim), np.float32)
         if num is None or not self.table.cols["alive"][num]:
@@ -495,7 +497,7 @@ class FrameIndex:
         start, n = int(self.table.cols["vstart"][num]), int(self.table.cols["nvec"][num])
         if not n:
             return empty
-        if self.exact is not None:
+        if exact and self.exact is not None:
             return self.exact.read(start, n)
         return self.codec.back(self._codes_of(num, n))
 

@@ -164,8 +164,12 @@ class ShardedIndex:
                 if (h := shard.nearest_hash(phash, max_distance)) is not None]  # fmt: skip
         return min(hits, key=lambda t: (t[1], t[0])) if hits else None
 
-    def video_vectors(self, video_id: str) -> np.ndarray:
-        return self.shards[shard_of(video_id, self.n)].video_vectors(video_id)
+    def video_vectors(self, video_id: str, exact: bool = True) -> np.ndarray:
+        return self.shards[shard_of(video_id, self.n)].video_vectors(video_id, exact)
+
+    @property
+    def code_margin(self) -> float:
+        return max(s.code_margin for s in self.shards)
 
     # -- persistence ---------------------------------------------------------------------------------
     @staticmethod
