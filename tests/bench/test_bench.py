@@ -156,6 +156,36 @@ def test_index_bench_data_is_deterministic_and_copies_are_near_their_source():
     assert own.mean() > 0.8 and (own >= np.sort(other, axis=1)[:, -3]).mean() > 0.9  # its source is near the top
 
 
+def test_the_video2dataset_style_baseline_downloads_probes_and_writes_every_url(media, tmp_path):
+    """bench/v2dstyle.py over loopback HTTP: 2 processes, ffprobe per file, files + JSON written."""
+    import functools
+    import subprocess
+    import threading
+    from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
+
+    handler = functools.partial(SimpleHTTPRequestHandler, directory=str(Path(media["bikes"]).parent))
+    handler.log_message = lambda *a: None
+    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        names = ["bikes", "gradio_a", "carphone_pristine"]
+        urls = tmp_path / "urls.txt"
+        urls.write_text("".join(f"http://127.0.0.1:{server.server_port}/{n}.mp4\n" for n in names) +
+                        f"http://127.0.0.1:{server.server_port}/missing.mp4\n")  # fmt: skip
+        cmd = [sys.executable, "-m", "bench.v2dstyle", "--urls", str(urls), "--out", str(tmp_path / "out")]
+        done = subprocess.run(cmd, cwd=common.ROOT, capture_output=True, text=True, timeout=120)
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert done.returncode == 0, done.stderr[-2000:]
+    summary = json.loads(done.stdout.strip().splitlines()[-1])
+    assert (summary["ok"], summary["failed"]) == (3, 1)  # a 404 is a failed sample, as in video2dataset
+    metas = [json.loads(p.read_text()) for p in (tmp_path / "out").rglob("*.json")]
+    assert sorted(m["url"].rsplit("/", 1)[1] for m in metas) == sorted(f"{n}.mp4" for n in names)
+    assert all(m["video_metadata"]["streams"][0]["codec_name"] == "h264" for m in metas)
+    assert len(list((tmp_path / "out").rglob("*.mp4"))) == 3
+
+
 def test_every_benchmark_script_takes_quick_and_json():
     scripts = [p for p in (Path(common.ROOT) / "bench").glob("*.py") if p.stem not in run_all.HELPERS]
     assert {"dedup", "embed", "index", "crawl", "e2e"} <= {p.stem for p in scripts}
