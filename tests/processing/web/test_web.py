@@ -159,7 +159,10 @@ def test_search_page_in_a_headless_browser(search_site, tmp_path):
             page.locator(f"#results .card[data-video-id='{vid('dog')}']").click()
             expect(page.locator("#detail-title")).to_have_text("A dog running on the beach")
             expect(page.locator("#player")).to_have_attribute("src", f"/media/{vid('dog')}")
-            page.wait_for_function("document.getElementById('player').readyState >= 1", timeout=20000)
+            for _ in range(200):  # polled from here: wait_for_function evals in the page, which the CSP forbids
+                if page.evaluate("document.getElementById('player').readyState") >= 1:
+                    break
+                page.wait_for_timeout(100)
             duration = page.evaluate("document.getElementById('player').duration")
             assert duration == pytest.approx(file_duration(media["bigbuckbunny"]), abs=0.5)
             expect(page.locator("#cluster li")).to_have_text(["canonical: A dog running on the beach",
