@@ -25,7 +25,9 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import signal
 import socket
+import subprocess
 import statistics
 import sys
 import time
@@ -240,6 +242,17 @@ def project_env(**extra) -> dict[str, str]:
     env.setdefault("ALLOW_PRIVATE_NETWORKS", "1")
     env.update({k: str(v) for k, v in extra.items()})
     return env
+
+
+def stop_process(proc: subprocess.Popen, sig: int = signal.SIGTERM, timeout: float = 10.0) -> None:
+    """Stop a server the benchmark started: ``sig``, then SIGKILL after ``timeout`` seconds."""
+    if proc.poll() is None:
+        proc.send_signal(sig)
+        try:
+            proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
 
 
 def free_port() -> int:

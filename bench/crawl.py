@@ -25,7 +25,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from bench.common import (BENCH_REDIS_URL, PYTHON, ROOT, Report, bench_redis, free_port, median,  # noqa: E402
+from bench.common import (BENCH_REDIS_URL, stop_process, PYTHON, ROOT, Report, bench_redis, free_port, median,  # noqa: E402
                           project_env, run, wait_port)  # fmt: skip
 
 CLK = os.sysconf("SC_CLK_TCK")
@@ -57,13 +57,7 @@ class LocalSite:
         return proc_cpu(self.proc.pid)
 
     def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGINT)
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        stop_process(self.proc, signal.SIGINT)
 
 
 def crawl(site: LocalSite, n_procs: int, pages: int, workdir: Path, timeout: float) -> dict:

@@ -42,7 +42,7 @@ import uuid
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from bench.common import (BENCH_REDIS_URL, PYTHON, RESULTS, ROOT, Report, bench_redis, cpu_info,  # noqa: E402
+from bench.common import (BENCH_REDIS_URL, stop_process, PYTHON, RESULTS, ROOT, Report, bench_redis, cpu_info,  # noqa: E402
                           free_port, median, project_env, ratio, run, wait_port)  # fmt: skip
 
 SOURCES = ["bigbuckbunny", "bikes", "gradio_world", "carphone_pristine", "gradio_a", "gradio_b"]
@@ -137,13 +137,7 @@ class Server:
         return proc_cpu(self.proc.pid)
 
     def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        stop_process(self.proc)
 
 
 # -- the two sides --------------------------------------------------------------------------

@@ -38,7 +38,7 @@ from collections import Counter
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from bench.common import PYTHON, ROOT, Report, cpu_info, free_port, project_env, ratio, run, wait_port  # noqa: E402
+from bench.common import PYTHON, ROOT, Report, cpu_info, free_port, project_env, ratio, run, stop_process, wait_port  # noqa: E402
 from bench.crawl import LocalSite  # noqa: E402
 from bench.ingest import Server, make_clips, proc_cpu, run_project, wait_cpu  # noqa: E402
 
@@ -71,13 +71,7 @@ class PrivateRedis:
                 "calls": {k.removeprefix("cmdstat_"): v for k, v in stats.items()}}  # fmt: skip
 
     def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        stop_process(self.proc)
 
 
 class Monitor(threading.Thread):
