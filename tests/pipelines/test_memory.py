@@ -10,7 +10,6 @@ under 600 MB. Holding bodies in memory (Scrapy's FilesPipeline) peaked at 4.2 GB
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import time
 
