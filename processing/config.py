@@ -57,6 +57,12 @@ class ProcessingConfig:
     phash_max_distance: int
     dedup_method: str  # "both", "phash" or "embedding" (processing/stages/neardup.py)
     neardup_index: IndexOptions  # how the near-dup index stores vectors (processing/vision/frame_index.py)
+    index_shards: int  # frame-code shard actors of the shared index (processing/runtime/index.py)
+    index_uri: str  # where the index snapshots go: a folder or s3:// / gs:// ("" : data_dir/index)
+    # placement: custom Ray resources the decode / model / index actors ask for ("" : none)
+    decode_resource: str
+    model_resource: str
+    index_resource: str
     labelers: tuple[str, ...]
     clip_model: str
     clip_tags_vocabulary: tuple[str, ...]
@@ -105,6 +111,11 @@ class ProcessingConfig:
                 codec=getattr(source, "NEARDUP_CODEC", "random"), code_dim=getattr(source, "NEARDUP_CODE_DIM", 96),
                 train_size=getattr(source, "NEARDUP_CODEC_TRAIN", 50_000), nprobe=getattr(source, "NEARDUP_NPROBE", 32),
                 exact=getattr(source, "NEARDUP_EXACT", True)),  # fmt: skip
+            index_shards=source.NEARDUP_INDEX_SHARDS,
+            index_uri=source.NEARDUP_INDEX_URI,
+            decode_resource=source.DECODE_RESOURCE,
+            model_resource=source.MODEL_RESOURCE,
+            index_resource=source.INDEX_RESOURCE,
             labelers=_names(source.LABELERS),
             clip_model=source.CLIP_MODEL,
             clip_tags_vocabulary=_names(source.CLIP_TAGS_VOCABULARY),
@@ -135,7 +146,7 @@ class ProcessingConfig:
         if not isinstance(self.step_timeout, (int, float)) or self.step_timeout < 0:
             raise ValueError(f"step_timeout must be >= 0 seconds (0: none), got {self.step_timeout!r}")
         for name in ("batch_size", "frames_per_video", "max_attempts", "claim_idle_ms", "stream_maxlen",
-                     "max_pixels"):
+                     "max_pixels", "index_shards"):
             value = getattr(self, name)
             if not isinstance(value, int) or value < 1:
                 raise ValueError(f"{name} must be a positive integer, got {value!r}")

@@ -175,6 +175,18 @@ NEARDUP_CODE_DIM = _env("NEARDUP_CODE_DIM", 96, int)
 NEARDUP_CODEC_TRAIN = _env("NEARDUP_CODEC_TRAIN", 50_000, int)
 NEARDUP_NPROBE = _env("NEARDUP_NPROBE", 32, int)  # IVF lists searched per frame
 NEARDUP_EXACT = _env("NEARDUP_EXACT", True, bool)
+# The shared near-dup index (processing/runtime/index.py): NEARDUP_INDEX_SHARDS actors hold the
+# frame codes (video i in shard sha256-prefix % n), one decider holds the clusters; each snapshots
+# to NEARDUP_INDEX_URI (a folder, or s3:// / gs://; empty: DATA_DIR/index) so that an index actor
+# restarted on another node recovers it.
+NEARDUP_INDEX_SHARDS = _env("NEARDUP_INDEX_SHARDS", 1, int)
+NEARDUP_INDEX_URI = _env("NEARDUP_INDEX_URI", "")
+# Placement on a Ray cluster: the name of a custom resource (`ray start --resources='{"decode": 8}'`)
+# that decode actors / model actors / index actors ask a small share of, so they run only on the
+# nodes that offer it (empty: anywhere Ray likes; model actors still go where the GPUs are).
+DECODE_RESOURCE = _env("DECODE_RESOURCE", "")
+MODEL_RESOURCE = _env("MODEL_RESOURCE", "")
+INDEX_RESOURCE = _env("INDEX_RESOURCE", "")
 # Which layers decide a near-duplicate (`work --dedup-method`): "both" (the hash proposes, the frames
 # confirm; else the frames), "phash" (the hash alone, within PHASH_MAX_DISTANCE bits) or
 # "embedding" (frames alone, NEARDUP_THRESHOLD). `--phash-threshold` / `--embedding-threshold` set those.
