@@ -40,8 +40,10 @@ echo "== python -m processing work --until-empty"
 $PY -m processing work --until-empty
 echo "== python -m processing status"
 $PY -m processing status
-echo "== python -m processing search \"bunny\""
-$PY -m processing search "bunny" || true
+echo "== python -m processing search \"bow tie\"   (an ImageNet label of the carphone clip)"
+$PY -m processing search "bow tie"
+echo "== python -m processing search \"thanks for watching\"   (text the OCR labeler read in a clip)"
+$PY -m processing search "thanks for watching"
 echo
 echo "Crawl logs: $DATA_DIR/crawl-web.log, $DATA_DIR/crawl-local.log; feeds: $DATA_DIR/*-items.jsonl"
 echo "Search page: SEARCH_MEDIA_ROOTS=$PWD/tests/data .venv/bin/python -m processing serve --port 8000   (then open http://127.0.0.1:8000)"

@@ -78,6 +78,7 @@ import numpy as np
 
 from crawler.errors import MediaError
 from crawler.items import DUPLICATE, QUEUED
+from crawler.provenance import is_exact_copy
 from processing.stages.base import Resources, Stage
 from processing.vision.frame_index import FORGOTTEN_FILE, FrameIndex, locked, phash_value, read_forgotten
 from processing.vision.image import looks_gray, trim_borders
@@ -623,7 +624,9 @@ class NearDupStage(Stage):
             self.stats.count(key, n)
         if d.outcome in ("already_indexed", "already_duplicate"):
             return  # a replay's updates are the cluster as it stands: the writer compares them
-        here = {w.item.video_id: w for w in batch}
+        # the works of this batch whose place an update names; a byte copy of a video shares its
+        # id but is not that video (the crawl decided it: it keeps pointing at its own bytes)
+        here = {w.item.video_id: w for w in batch if not is_exact_copy(w.item)}
         for u in d.updates:
             other = here.get(u.video_id)
             if other is None or other is work:

@@ -158,6 +158,19 @@ def test_copies_inside_one_batch_and_redelivery(embedded, tmp_path, stage_cfg):
     assert crop.item.similarity == works[1].item.similarity
 
 
+def test_a_byte_copy_in_the_batch_of_a_demotion_stays_a_copy(embedded, tmp_path, stage_cfg):
+    """A byte copy (the crawl's dedup: same id, another URL) shares its video's id: when a better
+    video in its batch demotes that video, the copy must not take the demotion (the writer would
+    then write the copy's URL, unlabelled, as the demoted video's document)."""
+    stage = neardup(stage_cfg, tmp_path / "index")
+    run(stage, fresh(embedded, "bunny_half"))
+    copy_, original = fresh(embedded, "bunny_half", "bigbuckbunny")
+    copy_.item.url, copy_.item.status, copy_.item.duplicate_of = "http://mirror.test/half.mp4", "duplicate", "bunny_half"
+    run(stage, [copy_, original])
+    assert [(u.video_id, u.duplicate_of) for u in original.updates] == [("bunny_half", "bigbuckbunny")]
+    assert (copy_.item.status, copy_.item.duplicate_of) == ("duplicate", "bunny_half")
+
+
 def test_index_persists_and_reloads(embedded, tmp_path, stage_cfg):
     stage = neardup(stage_cfg, tmp_path / "index", flush_seconds=3600)
     run(stage, fresh(embedded, "bigbuckbunny", "gradio_world"))
