@@ -90,7 +90,20 @@ class Ledger:
 
     def record_item(self, item: VideoItem) -> None:
         """Record an item's current status; for failures/rejections the deciding (last) error."""
-        self._record(keys=[self.key, self.counts_key], args=[item.url, item.status, self._item_entry(item)])
+        self.record_many([item])
+
+    def record_many(self, records) -> None:
+        """Record several states in one round trip: each a ``VideoItem`` (as ``record_item``) or a
+        ``(url, status, fields)`` tuple (``fields``: ``record``'s keyword arguments)."""
+        pipe = self.client.pipeline(transaction=False)
+        for r in records:
+            if isinstance(r, VideoItem):
+                url, status, entry = r.url, r.status, self._item_entry(r)
+            else:
+                url, status, fields = r
+                entry = self._entry(status, **fields)
+            self._record(keys=[self.key, self.counts_key], args=[url, status, entry], client=pipe)
+        pipe.execute()
 
     def hand_off(self, item: VideoItem, stream: str, maxlen: int, entry: str | None, keep_existing: bool) -> bool:
         """XADD ``entry`` to ``stream`` (when given) and record the item, atomically, in one round trip.

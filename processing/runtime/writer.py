@@ -43,6 +43,11 @@ def _place(doc_or_fields: dict) -> tuple:
     return doc_or_fields.get("status"), doc_or_fields.get("duplicate_of"), doc_or_fields.get("similarity")
 
 
+def _ledger_records(docs: list[Document]) -> list[tuple]:
+    """The ledger records of rewritten documents (``Ledger.record_many``)."""
+    return [(d["url"], d["status"], {"video_id": d["video_id"], "source": d.get("source")}) for d in docs if d.get("url")]
+
+
 def to_document(work: Work) -> Document:
     """A finished work as a catalogue document (item fields + ``vector`` when embedded)."""
     item = work.item
@@ -86,14 +91,11 @@ class CatalogueWriter:
         others = self._demoted_documents(demoted)
         self.catalogue.upsert(self._with_copies(docs + others, [w.item for w in copies], forgotten))
         counts: dict[str, int] = {}
-        for w in works:  # every URL gets its state, even two URLs of one video
-            self.ledger.record_item(w.item)
+        for w in works:
             if not is_exact_copy(w.item):  # a copy's entry is provenance; the crawl counted it
                 counts[w.item.status] = counts.get(w.item.status, 0) + 1
-        for doc in others:
-            if doc.get("url"):
-                self.ledger.record(doc["url"], doc["status"], video_id=doc["video_id"],
-                                   source=doc.get("source"))  # fmt: skip
+        # every URL gets its state (even two URLs of one video), and so do demoted documents
+        self.ledger.record_many([w.item for w in works] + _ledger_records(others))
         self.rates.add(counts)
         self.stage_totals.add(batch.stats)
         self._reconcile(kept, docs + others)
@@ -124,10 +126,9 @@ class CatalogueWriter:
             docs = self._demoted_documents(stale)
             log.info("%d documents rewritten: another driver's decision changed them", len(docs))
             self.catalogue.upsert(docs)
+            self.ledger.record_many(_ledger_records(docs))
             for doc in docs:
                 places[doc["video_id"]] = _place(doc)
-                if doc.get("url"):
-                    self.ledger.record(doc["url"], doc["status"], video_id=doc["video_id"], source=doc.get("source"))
 
     @staticmethod
     def _demote_in_batch(works: list[Work]) -> list[Demotion]:
