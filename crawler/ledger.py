@@ -17,16 +17,16 @@ import settings
 from crawler.items import VideoItem, utcnow
 from crawler.keys import RedisKeys
 
-_RECORD = """
-local old = redis.call('HGET', KEYS[1], ARGV[1])
+# Move URL ARGV[1] to state ARGV[2] with record ARGV[3]: the old state's counter down, the new one up.
+_MOVE = """
 if old then
   local status = cjson.decode(old)['status']
   if status then redis.call('HINCRBY', KEYS[2], status, -1) end
 end
 redis.call('HSET', KEYS[1], ARGV[1], ARGV[3])
 redis.call('HINCRBY', KEYS[2], ARGV[2], 1)
-return old
 """
+_RECORD = "local old = redis.call('HGET', KEYS[1], ARGV[1])" + _MOVE + "return old"
 # The crawl's hand-off in one round trip: XADD the item to the workers' stream (when ARGV[4] is
 # not empty; a failing XADD stops the script before anything is written), then record its state
 # as _RECORD does, unless ARGV[6] is "1" and the URL has a state already (kept: returns 0).
@@ -35,15 +35,7 @@ if ARGV[4] ~= '' then
   redis.call('XADD', KEYS[3], 'MAXLEN', '~', ARGV[5], '*', 'item', ARGV[4])
 end
 local old = redis.call('HGET', KEYS[1], ARGV[1])
-if old and ARGV[6] == '1' then return 0 end
-if old then
-  local status = cjson.decode(old)['status']
-  if status then redis.call('HINCRBY', KEYS[2], status, -1) end
-end
-redis.call('HSET', KEYS[1], ARGV[1], ARGV[3])
-redis.call('HINCRBY', KEYS[2], ARGV[2], 1)
-return 1
-"""
+if old and ARGV[6] == '1' then return 0 end""" + _MOVE + "return 1"
 
 
 class Ledger:

@@ -11,7 +11,7 @@ import scrapy
 from crawler.extract import html_text, parse_duration
 from crawler.items import VideoItem
 from crawler.media_types import has_video_extension
-from crawler.spiders.base import RedisBaseSpider
+from crawler.spiders.base import RedisBaseSpider, bounded_int
 
 # The archive's video formats (``files[].format``), best first: one file per original is taken,
 # the first of these among its derivatives, else the original itself.
@@ -148,9 +148,7 @@ class ArchiveOrgSpider(RedisBaseSpider):
     @classmethod
     def from_crawler(cls, crawler, *args, **kwargs):
         spider = super().from_crawler(crawler, *args, **kwargs)
-        spider.rows = crawler.settings.getint("ARCHIVE_ORG_ROWS", 100)
-        if not 1 <= spider.rows <= 10_000:
-            raise ValueError(f"ARCHIVE_ORG_ROWS must be between 1 and 10000, got {spider.rows}")
+        spider.rows = bounded_int(crawler.settings, "ARCHIVE_ORG_ROWS", 100, 1, 10_000)
         return spider
 
     @property

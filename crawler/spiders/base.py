@@ -23,6 +23,14 @@ from crawler.scripts import pipelined
 warnings.filterwarnings("ignore", category=ScrapyDeprecationWarning, module=r"scrapy_redis\.")
 
 
+def bounded_int(settings, name: str, default: int, low: int, high: int) -> int:
+    """An integer setting, ValueError when it is outside [low, high]."""
+    value = settings.getint(name, default)
+    if not low <= value <= high:
+        raise ValueError(f"{name} must be between {low} and {high}, got {value}")
+    return value
+
+
 class RedisBaseSpider(RedisSpider):
     """A scrapy-redis spider fed from ``<name>:start_urls``; subclasses turn starts into work.
 
@@ -73,11 +81,16 @@ class RedisBaseSpider(RedisSpider):
         if spider.start_value:
             payload = {"url": spider.start_payload_url(spider.start_value), "meta": spider.start_meta}
             spider.server.rpush(spider.redis_key, json.dumps(payload))
-            if not crawler.settings.getint("MAX_IDLE_TIME_BEFORE_CLOSE"):
-                spider.max_idle_time = crawler.settings.getint("SPIDER_IDLE_CLOSE_SECONDS", 3)
+            spider.close_when_idle(crawler.settings)
         crawler.signals.connect(spider._active, signal=signals.response_received)
         crawler.signals.connect(spider._active, signal=signals.item_scraped)
         return spider
+
+    def close_when_idle(self, settings) -> None:
+        """A spider given its start here ends once idle for SPIDER_IDLE_CLOSE_SECONDS (unless
+        MAX_IDLE_TIME_BEFORE_CLOSE says otherwise); one waiting for start URLs never does."""
+        if not settings.getint("MAX_IDLE_TIME_BEFORE_CLOSE"):
+            self.max_idle_time = settings.getint("SPIDER_IDLE_CLOSE_SECONDS", 3)
 
     # -- hooks for subclasses ----------------------------------------------------------------
     def start_payload_url(self, value: str) -> str:

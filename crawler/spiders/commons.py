@@ -11,7 +11,7 @@ import scrapy
 from crawler.extract import _clean, html_text
 from crawler.items import VideoItem
 from crawler.netguard import scheme_refusal
-from crawler.spiders.base import RedisBaseSpider
+from crawler.spiders.base import RedisBaseSpider, bounded_int
 
 # extmetadata fields asked for (iiextmetadatafilter keeps the answers small).
 EXTMETADATA = ("ObjectName", "ImageDescription", "Artist", "LicenseShortName", "LicenseUrl", "UsageTerms",
@@ -112,9 +112,7 @@ class CommonsSpider(RedisBaseSpider):
     @classmethod
     def from_crawler(cls, crawler, *args, **kwargs):
         spider = super().from_crawler(crawler, *args, **kwargs)
-        spider.limit = crawler.settings.getint("COMMONS_LIMIT", 50)
-        if not 1 <= spider.limit <= 500:
-            raise ValueError(f"COMMONS_LIMIT must be between 1 and 500, got {spider.limit}")
+        spider.limit = bounded_int(crawler.settings, "COMMONS_LIMIT", 50, 1, 500)
         return spider
 
     @property

@@ -21,7 +21,7 @@ from crawler.extract import MANIFEST_EXTENSIONS, _ext, platform_extractor
 from crawler.items import VideoItem
 from crawler.media_types import VIDEO_EXTENSIONS
 from crawler.netguard import scheme_refusal
-from crawler.spiders.base import RedisBaseSpider
+from crawler.spiders.base import RedisBaseSpider, bounded_int
 
 FORMATS = {".csv": "csv", ".tsv": "tsv", ".tab": "tsv", ".jsonl": "jsonl", ".ndjson": "jsonl",
            ".json": "jsonl", ".parquet": "parquet", ".pq": "parquet", ".txt": "txt"}  # fmt: skip
@@ -223,13 +223,10 @@ class UrlsSpider(RedisBaseSpider):
     def from_crawler(cls, crawler, *args, **kwargs):
         spider = super().from_crawler(crawler, *args, **kwargs)
         s = crawler.settings
-        spider.chunk_rows = s.getint("URLS_CHUNK_ROWS", 500)
-        spider.max_pending = s.getint("URLS_MAX_PENDING_CHUNKS", 64)
-        if spider.chunk_rows < 1 or spider.max_pending < 1:
-            raise ValueError("URLS_CHUNK_ROWS and URLS_MAX_PENDING_CHUNKS must be positive integers")
+        spider.chunk_rows = bounded_int(s, "URLS_CHUNK_ROWS", 500, 1, 1_000_000)
+        spider.max_pending = bounded_int(s, "URLS_MAX_PENDING_CHUNKS", 64, 1, 1_000_000)
         if spider.path:
-            if not s.getint("MAX_IDLE_TIME_BEFORE_CLOSE"):
-                spider.max_idle_time = s.getint("SPIDER_IDLE_CLOSE_SECONDS", 3)
+            spider.close_when_idle(s)
             crawler.signals.connect(spider._open_reader, signal=signals.spider_opened)
             crawler.signals.connect(spider._close_reader, signal=signals.spider_closed)
         return spider
