@@ -1,7 +1,8 @@
 """The one list of processing steps: each step's name, its stage class, and the pool that runs it.
 
 A batch goes through ``STEPS`` in order. Pools are the Ray actors a step runs on: ``decode``
-(CPU decode actors: frames, then scenes), ``model`` (embed and labels share the model actors,
+(CPU decode actors: frames, then scenes; with the default ScenesStage the frames step's one
+decode pass also finds the cuts, and the scenes step takes them from the item), ``model`` (embed and labels share the model actors,
 GPUs when the run has them), ``neardup`` (one actor per driver; the near-duplicate index itself
 is ONE actor that every driver shares, so duplicates are decided in one place, one at a time:
 processing/runtime/index.py). A step's class can be replaced without code changes:

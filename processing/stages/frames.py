@@ -6,6 +6,7 @@ decoding (the PyAV teardown hang) and the pixel cap (``too_large``) live there.
 
 from __future__ import annotations
 
+import itertools
 import logging
 import math
 import time
@@ -22,8 +23,39 @@ from processing.work import Work
 log = logging.getLogger(__name__)
 
 
+class ReferenceSkip:
+    """Switches a decoder between every frame (near the next target time) and reference frames only.
+
+    Decoding runs a few frames ahead of what comes out (B-frame reordering) and, while only
+    reference frames are decoded, what comes out jumps ``gap`` seconds at a time; every frame is
+    decoded again from ``2 * gap + 4 frames`` before a target, so the first frame at or after it
+    is decoded (a pass with and without skipping keeps the same frames: tests/processing/stages/
+    test_frames_scenes.py).
+    """
+
+    def __init__(self, stream):
+        self.ctx = stream.codec_context
+        self.frame = 1.0 / float(stream.average_rate or stream.guessed_rate or 25)
+        self.gap, self.prev, self.mode = self.frame, None, "DEFAULT"
+
+    def update(self, t: float, target: float | None, every_frame: bool = False) -> None:
+        """After a frame at ``t`` s came out, before ``target`` (None: no target left)."""
+        if self.prev is not None and t > self.prev:
+            self.gap = max(self.gap, t - self.prev)
+        self.prev = t
+        near = every_frame or (target is not None and t >= target - 2 * self.gap - 4 * self.frame)
+        mode = "DEFAULT" if near else "NONREF"
+        if mode != self.mode:
+            self.ctx.skip_frame = self.mode = mode
+
+
 class FramesStage(Stage):
-    """Decode ``frames_per_video`` frames spread over the whole video (seek + decode).
+    """Decode ``frames_per_video`` frames spread over the whole video (one pass, or seek + decode).
+
+    With ``scenes`` (the run's ScenesStage, given by ``from_config``) one sequential pass keeps
+    the frame at each target time and pushes every decoded frame to the scenes' detector, whose
+    cuts go on the item for the scenes step (``ScenesStage.record``): the video is decoded once,
+    not twice. Without, each target is sought and decoded up to.
 
     Frames are scaled so their short side is ``frame_size`` (aspect kept; cropping is the
     embedder's business) and stacked as (N, H, W, 3) uint8 RGB. Unseekable files fall back to
@@ -48,6 +80,7 @@ class FramesStage(Stage):
         max_decode_seconds: float = 60.0,
         forward_seconds: float = 3.0,
         max_pixels: int = 7680 * 4320,
+        scenes=None,
     ):
         if not isinstance(frames_per_video, int) or frames_per_video < 1:
             raise ValueError(f"frames_per_video must be a positive integer, got {frames_per_video!r}")
@@ -74,6 +107,7 @@ class FramesStage(Stage):
         self.max_decode_seconds = float(max_decode_seconds)
         self.forward_seconds = float(forward_seconds)
         self.max_pixels = max_pixels
+        self.scenes = scenes  # a ScenesStage whose detector scores this stage's decode pass, or None
 
     @classmethod
     def from_config(cls, cfg, **overrides) -> FramesStage:
@@ -82,7 +116,19 @@ class FramesStage(Stage):
         # the audio track is decoded only when a configured labeler listens to it (30-50 ms a video)
         audio = any(getattr(LABELERS.get(name), "needs_audio", False) for name in cfg.labelers)
         return cls(**{"frames_per_video": cfg.frames_per_video, "thumbnail_dir": cfg.thumbnail_dir,
-                      "max_pixels": cfg.max_pixels, "audio_seconds": 30.0 if audio else 0.0} | overrides)  # fmt: skip
+                      "max_pixels": cfg.max_pixels, "audio_seconds": 30.0 if audio else 0.0,
+                      "scenes": cls._scenes_of(cfg)} | overrides)  # fmt: skip
+
+    @staticmethod
+    def _scenes_of(cfg):
+        """The run's scenes stage when it is a ScenesStage (it can score this stage's decode pass:
+        one decode a video instead of two), else None (a replaced scenes step decodes on its own)."""
+        from processing.pipeline import load_stage_class
+        from processing.stages.scenes import ScenesStage
+
+        target = (getattr(cfg, "stages", None) or {}).get("scenes")
+        cls = load_stage_class(target) if target else None
+        return cls.from_config(cfg) if cls is not None and issubclass(cls, ScenesStage) else None
 
     def setup(self) -> None:
         import av
@@ -106,10 +152,13 @@ class FramesStage(Stage):
             stream = open_video_stream(container, self.max_pixels)
             duration = self._duration(container, stream, work.item.duration)
             frames: list[tuple[float, np.ndarray]] = []
-            if duration:
-                frames = self._seek_sample(container, stream, duration)
+            detector = None
+            if duration and self.scenes is not None:
+                frames, detector = self._one_pass(container, stream, duration)
+            elif duration:
+                frames = self._seek_sample(container, stream, self._targets(duration))
             if len(frames) < min(self.frames_per_video, 2) or not duration:
-                frames = self._sequential_sample(source.open())
+                frames, detector = self._sequential_sample(source.open())
         if not frames:
             raise DecodeError("no_frames", "no decodable video frame")
         work.frame_times = [round(t, 3) for t, _ in frames]
@@ -122,6 +171,8 @@ class FramesStage(Stage):
             audio = self._audio(source)
             if audio is not None:
                 work.audio, work.audio_rate = audio, self.audio_rate
+        if detector is not None and detector.frames:
+            self.scenes.record(work, *detector.result())  # the scenes step finds them there
 
     def _check_size(self, frame) -> None:
         """A frame bigger than the stream said (a mid-stream change): refused as well."""
@@ -143,7 +194,61 @@ class FramesStage(Stage):
         n = self.frames_per_video
         return [(i + 0.5) * duration / n for i in range(n)]
 
-    def _seek_sample(self, container, stream, duration: float) -> list[tuple[float, np.ndarray]]:
+    def _one_pass(self, container, stream, duration: float) -> tuple[list[tuple[float, np.ndarray]], object]:
+        """One sequential decode that keeps, for each target time, the first frame at or after it
+        and pushes every frame to the scenes' detector; ``(frames, detector)``.
+
+        One decode instead of two (seek sampling decodes most of a short video anyway: x264's GOPs
+        last several seconds). With ``scenes.reference_frames_only`` the decoder skips the frames
+        no other frame references (FFmpeg's ``skip_frame=nonref``: B-frames, ~45% of an x264
+        stream's frames, ~30% of the decode) except just before each target, so the sampled frames
+        are the same; the scenes are scored on the decoded frames. The pass ends once both are done;
+        targets still missing when the detector's budget is spent are sought.
+        """
+        import av
+
+        targets = self._targets(duration)
+        start = float(stream.start_time * stream.time_base) if stream.start_time else 0.0
+        # the scenes' budget capped at this stage's, so that the pass plus the seeks after it stay
+        # within two budgets (one step's deadline, PROCESSING_STEP_TIMEOUT: 120 s a video)
+        detector = self.scenes.detector(container, stream, self.max_decode_seconds)
+        skipping = ReferenceSkip(stream) if self.scenes.reference_frames_only else None
+        out: list[tuple[float, np.ndarray]] = []
+        i, detecting, last, exhausted = 0, True, None, False
+        deadline = time.monotonic() + self.max_decode_seconds
+        try:
+            for frame in container.decode(stream):
+                if detecting:
+                    detecting = detector.push(frame)
+                last = frame
+                t = (frame.time - start) if frame.time is not None else None
+                if skipping is not None and t is not None:
+                    skipping.update(t, targets[i] if i < len(targets) else None)
+                if i < len(targets) and (t is None or t >= targets[i] - 1e-3):
+                    t = targets[i] if t is None else t
+                    while i < len(targets) and t >= targets[i] - 1e-3:
+                        i += 1
+                    if not out or abs(out[-1][0] - t) >= 1e-6:
+                        out.append((t, self._to_rgb(frame)))
+                    last = None
+                if i >= len(targets) and not detecting:
+                    break
+                if not detecting and time.monotonic() > deadline:
+                    break
+            else:
+                exhausted = True
+        except av.error.FFmpegError:
+            exhausted = True  # a truncated tail: keep what decoded
+        if i < len(targets):
+            if exhausted and last is not None and last.time is not None:
+                out.append((last.time - start, self._to_rgb(last)))  # targets past the end: the last frame
+            elif not exhausted:
+                if skipping is not None:
+                    skipping.update(0.0, None, every_frame=True)
+                out += self._seek_sample(container, stream, targets[i:])
+        return out, detector
+
+    def _seek_sample(self, container, stream, targets: list[float]) -> list[tuple[float, np.ndarray]]:
         """For each target time: seek to the keyframe before it and decode up to the target.
 
         When the next target is less than ``forward_seconds`` ahead, decoding simply goes on
@@ -156,7 +261,7 @@ class FramesStage(Stage):
         deadline = time.monotonic() + self.max_decode_seconds
         frames = None
         last = -math.inf
-        for target in self._targets(duration):
+        for target in targets:
             try:
                 if frames is None or target - last > self.forward_seconds:
                     container.seek(int((start + target) / stream.time_base), stream=stream, backward=True)
@@ -192,18 +297,23 @@ class FramesStage(Stage):
             interpolation="AREA",
         )
 
-    def _sequential_sample(self, container) -> list[tuple[float, np.ndarray]]:
-        """One pass, keeping a stride-doubling reservoir of frames (unknown length, endless streams)."""
+    def _sequential_sample(self, container) -> tuple[list[tuple[float, np.ndarray]], object]:
+        """One pass, keeping a stride-doubling reservoir of frames (unknown length, endless streams);
+        ``(frames, the scenes' detector on the same pass or None)``."""
         import av
 
         n = self.frames_per_video
         kept: list[tuple[float, np.ndarray]] = []
         stride, index = 1, 0
         deadline = time.monotonic() + self.max_decode_seconds
+        detector = None
         try:
             stream = open_video_stream(container, self.max_pixels)
             rate = float(stream.average_rate or stream.guessed_rate or 25)
+            detector = self.scenes.detector(container, stream, self.max_decode_seconds) if self.scenes else None
             for frame in container.decode(stream):
+                if detector is not None and detector.complete:
+                    detector.push(frame)
                 if index % stride == 0:
                     t = frame.time if frame.time is not None else index / rate  # raw streams: no pts
                     kept.append((float(t), self._to_rgb(frame)))
@@ -220,7 +330,7 @@ class FramesStage(Stage):
         if len(kept) > n:
             picks = np.linspace(0, len(kept) - 1, n).round().astype(int)
             kept = [kept[i] for i in picks]
-        return kept
+        return kept, detector
 
     def _resize(self, img: np.ndarray) -> np.ndarray:
         import cv2
@@ -270,10 +380,12 @@ class FramesStage(Stage):
                 stream = container.streams.audio[0]
                 stream.codec_context.thread_type = "NONE"  # stops mid-stream too (see above)
                 stream.codec_context.thread_count = 1
-                resampler = av.AudioResampler(format="flt", layout="mono", rate=self.audio_rate)
+                # out in chunks of 1 s (not one per decoded frame): ~half the cost of the per-frame arrays
+                resampler = av.AudioResampler(format="flt", layout="mono", rate=self.audio_rate,
+                                              frame_size=self.audio_rate)  # fmt: skip
                 limit = int(self.audio_seconds * self.audio_rate)
                 chunks, total = [], 0
-                for frame in container.decode(stream):
+                for frame in itertools.chain(container.decode(stream), [None]):  # None: the last chunk
                     for out in resampler.resample(frame):
                         chunk = out.to_ndarray().reshape(-1)
                         chunks.append(chunk)
