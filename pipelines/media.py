@@ -22,6 +22,10 @@ keyframe decodes instead of decoding every frame:
 3. DCT-II of the collage; the 8x8 lowest frequencies compared with their median -> 64 bits
    (the classic image pHash).
 
+Cost (640x360 H.264, a keyframe a second): ~11 keyframe decodes per 10 s clip are ~80% of
+``probe_and_phash``; MP4/MOV/Matroska are opened without FFmpeg's stream-info decode
+(``FAST_OPEN_OPTIONS``) and the probe's first frame is the hash's first keyframe.
+
 Short files are read sequentially (demux every packet, decode keyframes only); long ones
 seek to each grid time instead (the keyframe at or before it) without reading the file. A
 file whose keyframes leave half its duration uncovered (short clips with one or two
@@ -41,14 +45,19 @@ import hashlib
 import json
 import os
 import subprocess
+import threading
 import time
 from contextlib import contextmanager
 from fractions import Fraction
-
-import numpy as np
+from functools import cache
+from typing import TYPE_CHECKING
 
 from crawler import locations
 from crawler.errors import MediaError  # raised by every function here
+from crawler.media_types import sniff
+
+if TYPE_CHECKING:
+    import numpy as np  # imported where used: the crawl process, which only calls the workers, needs none
 
 GRID = 16  # sample times over the duration
 SLOTS = 4  # collage cells (2x2), GRID // SLOTS samples averaged per cell
@@ -81,6 +90,14 @@ OPEN_OPTIONS = {
 _OPEN_OPTIONS = OPEN_OPTIONS  # the name used before
 # An object is read through a file-like: no protocol at all may be opened from its content.
 REMOTE_OPEN_OPTIONS = dict(OPEN_OPTIONS, protocol_whitelist="none")
+# Containers whose headers carry every codec parameter the probe reports (sizes, rates, codecs,
+# audio layout): opened without FFmpeg's find_stream_info decoding frames (it decodes the first
+# video frame, and up to 7 for H.264 with B-frames, ~2-3 ms a file; the probe decodes the first
+# frame itself) and reading a packet or two per stream instead of up to 5 s of them. The same
+# fields on every file of tests/data, the benchmarks' clips and mp4/mov/mkv/webm/fragmented/
+# HEVC/AV1 made with ffmpeg (Matroska's start_time is left unset: 0, the seek code's default).
+FAST_OPEN_FAMILIES = ("isobmff", "quicktime", "matroska")
+FAST_OPEN_OPTIONS = {"skip_frame": "all", "analyzeduration": "1"}
 
 
 # --- sha256 ---------------------------------------------------------------------------------
@@ -116,11 +133,15 @@ def _int(value) -> int | None:
 
 
 def _check_file(path: str | os.PathLike) -> int:
+    return _check_head(path)[0]
+
+
+def _check_head(path: str | os.PathLike) -> tuple[int, str | None]:
+    """Size and container family (``crawler.media_types.sniff`` of the first bytes) of a file worth opening."""
     size = locations.size(path)  # MediaError: missing_file, unreadable
     if size == 0:
         raise MediaError("empty_file", "0 bytes")
-    _check_boxes(path, size)
-    return size
+    return size, _check_boxes(path, size)
 
 
 _TOP_LEVEL_BOXES = frozenset(
@@ -128,21 +149,23 @@ _TOP_LEVEL_BOXES = frozenset(
 )
 
 
-def _check_boxes(path: str | os.PathLike, size: int, max_boxes: int = 64) -> None:
+def _check_boxes(path: str | os.PathLike, size: int, max_boxes: int = 64) -> str | None:
     """An ISO-BMFF (MP4/MOV) file whose top-level boxes run past its end is ``truncated``.
 
     Reads 16 bytes per top-level box (a handful of seeks) and stops at the first header that is
     not a known top-level box (garbage: FFmpeg's open judges it); files of other kinds pass.
+    Returns the container family the first 12 bytes announce (``sniff``), or None.
     """
     try:
         with locations.open_input(path, block_size=64 * 1024) as fh:
             head = fh.read(12)
+            family = sniff(head)
             if len(head) < 12 or head[4:8] not in (b"ftyp", b"moov", b"mdat", b"wide", b"free"):
-                return
+                return family
             offset = 0
             for _ in range(max_boxes):
                 if offset >= size:
-                    return
+                    return family
                 fh.seek(offset)
                 header = fh.read(16)
                 if len(header) < 8:
@@ -153,13 +176,14 @@ def _check_boxes(path: str | os.PathLike, size: int, max_boxes: int = 64) -> Non
                         raise MediaError("truncated", f"box header cut at byte {offset} of {size}")
                     length = int.from_bytes(header[8:16], "big")
                 elif length == 0:  # "to the end of the file"
-                    return
+                    return family
                 if length < 8 or header[4:8] not in _TOP_LEVEL_BOXES:
-                    return  # not a box structure: FFmpeg's open decides
+                    return family  # not a box structure: FFmpeg's open decides
                 if offset + length > size:
                     kind = header[4:8].decode("latin-1")
                     raise MediaError("truncated", f"'{kind}' box ends at {offset + length}, file has {size} bytes")
                 offset += length
+            return family
     except MediaError:
         raise
     except Exception as exc:  # noqa: BLE001 - OSError, or an object store's error
@@ -173,16 +197,21 @@ def _check_pixels(width: int | None, height: int | None, max_pixels: int | None)
 
 
 @contextmanager
-def _open(path, timeout: float | None):
-    """The PyAV container of a local file (by name) or of an object (a file-like, closed after)."""
+def _open(path, timeout: float | None, family: str | None = None):
+    """The PyAV container of a local file (by name) or of an object (a file-like, closed after).
+
+    ``family`` (``_check_head``'s): one of ``FAST_OPEN_FAMILIES`` is opened without decoding.
+    """
     import av
 
     local = locations.readable(path)
     fh = locations.open_input(path) if local is None else None
+    options = OPEN_OPTIONS if fh is None else REMOTE_OPEN_OPTIONS
+    if family in FAST_OPEN_FAMILIES:
+        options = dict(options, **FAST_OPEN_OPTIONS)
     try:
         try:
-            container = (av.open(str(local), options=OPEN_OPTIONS, timeout=timeout) if fh is None
-                         else av.open(fh, options=REMOTE_OPEN_OPTIONS, timeout=timeout))  # fmt: skip
+            container = av.open(str(local) if fh is None else fh, options=options, timeout=timeout)
         except av.error.ExitError as exc:  # interrupted by the timeout callback
             raise MediaError("timeout", str(exc)) from exc
         except av.error.ArgumentError as exc:  # what FFmpeg answers for a demuxer off the list
@@ -206,14 +235,20 @@ def probe_pyav(path: str | os.PathLike, timeout: float | None = None, max_pixels
 
     Frames above ``max_pixels`` (default ``MAX_PIXELS``) are ``too_large`` before any decode.
     """
-    _check_file(path)
+    _, family = _check_head(path)
     deadline = time.monotonic() + timeout if timeout else None
-    with _open(path, timeout) as container:
-        return _probe_container(container, deadline, max_pixels)
+    with _open(path, timeout, family) as container:
+        return _probe_container(container, deadline, max_pixels)[0]
 
 
-def _probe_container(container, deadline: float | None, max_pixels: int | None) -> dict:
-    """``probe_pyav`` on an open container (its decoder single-threaded, left after the first frame)."""
+def _probe_container(container, deadline: float | None, max_pixels: int | None,
+                     thumb: bool = False) -> tuple[dict, tuple[float, np.ndarray] | None]:  # fmt: skip
+    """``probe_pyav`` on an open container (its decoder single-threaded, left after the first frame).
+
+    With ``thumb``, also the first frame as the perceptual hash takes it, ``(seconds, thumbnail)``,
+    when it came from the stream's first packet, a keyframe (what the hash decodes first, the
+    same way): the hash goes on from the next packet. Else None (the hash rewinds).
+    """
     import av
 
     if not container.streams.video:
@@ -245,7 +280,7 @@ def _probe_container(container, deadline: float | None, max_pixels: int | None) 
         "rotation": None,
         "frame_count": _int(video.frames),
     }
-    frame = None
+    frame = first = None
     try:
         video.thread_type = "NONE"
         ctx.thread_count = 1  # (no threads with NONE; set before the codec opens, as phash needs)
@@ -257,6 +292,9 @@ def _probe_container(container, deadline: float | None, max_pixels: int | None) 
                 ctx.flush_buffers()
             if decoded:
                 frame = decoded[0]
+                if thumb and count == 0 and packet.is_keyframe and packet.size and len(decoded) == 1:
+                    _check_pixels(frame.width, frame.height, max_pixels)
+                    first = (_keyframe_time(frame, video, 0), _thumb(frame))
                 break
             if count >= PROBE_DECODE_PACKETS:
                 break
@@ -270,7 +308,7 @@ def _probe_container(container, deadline: float | None, max_pixels: int | None) 
     info["width"] = info["width"] or frame.width
     info["height"] = info["height"] or frame.height
     info["rotation"] = int(getattr(frame, "rotation", 0) or 0)
-    return info
+    return info, first
 
 
 def _codec_tag(stream) -> str:
@@ -367,7 +405,10 @@ def probe(path: str | os.PathLike, timeout: float | None = None, max_pixels: int
 
 
 # --- perceptual hash ------------------------------------------------------------------------
+@cache
 def _dct_matrix(n: int) -> np.ndarray:
+    import numpy as np
+
     k = np.arange(n)[:, None]
     i = np.arange(n)[None, :]
     m = np.cos(np.pi * (2 * i + 1) * k / (2 * n)) * np.sqrt(2.0 / n)
@@ -375,11 +416,23 @@ def _dct_matrix(n: int) -> np.ndarray:
     return m
 
 
-_DCT = _dct_matrix(2 * THUMB)
+_local = threading.local()  # one swscale context per thread (MEDIA_PROCESSES=0 runs media in threads)
 
 
 def _thumb(frame) -> np.ndarray:
-    img = frame.reformat(width=THUMB, height=THUMB, format="gray", interpolation="AREA")
+    """The frame as a THUMB x THUMB grey float image (swscale, area-averaged).
+
+    One reformatter per thread, reused: ``frame.reformat`` makes a new swscale context (and its
+    slice threads) for every frame, ~0.1-0.2 ms each; the same pixels.
+    """
+    reformatter = getattr(_local, "reformatter", None)
+    if reformatter is None:
+        from av.video.reformatter import VideoReformatter
+
+        reformatter = _local.reformatter = VideoReformatter()
+    import numpy as np
+
+    img = reformatter.reformat(frame, width=THUMB, height=THUMB, format="gray", interpolation="AREA")
     return img.to_ndarray().astype(np.float32)
 
 
@@ -388,13 +441,19 @@ def _seconds(frame_or_packet, time_base) -> float | None:
     return float(pts * time_base) if pts is not None and time_base else None
 
 
-def _keyframes_sequential(container, video, deadline) -> list[tuple[float, np.ndarray]]:
+def _keyframe_time(frame, video, index: int) -> float:
+    t = _seconds(frame, video.time_base)
+    return t if t is not None else float(index)
+
+
+def _keyframes_sequential(container, video, deadline, first=None) -> list[tuple[float, np.ndarray]]:
     """Every keyframe's (time, thumbnail), demuxing the whole file, decoding keyframes only.
 
     Keyframe packets go to the decoder alone; a decoder that holds frames back (B-frame
-    delay) is drained after each one, so every keyframe comes out.
+    delay) is drained after each one, so every keyframe comes out. ``first``: the first
+    keyframe's, already decoded (the demuxer is past it).
     """
-    frames: list[tuple[float, np.ndarray]] = []
+    frames: list[tuple[float, np.ndarray]] = [first] if first is not None else []
     ctx = video.codec_context
     for packet in container.demux(video):
         if not packet.is_keyframe or packet.size == 0:
@@ -405,8 +464,7 @@ def _keyframes_sequential(container, video, deadline) -> list[tuple[float, np.nd
             decoded = list(ctx.decode(None))
             ctx.flush_buffers()
         for frame in decoded:
-            t = _seconds(frame, video.time_base)
-            frames.append((t if t is not None else float(len(frames)), _thumb(frame)))
+            frames.append((_keyframe_time(frame, video, len(frames)), _thumb(frame)))
         if len(frames) >= MAX_KEYFRAMES:
             break
     return frames
@@ -457,14 +515,15 @@ def _max_gap(frames: list[tuple[float, np.ndarray]], duration: float) -> float:
 
 def phash(path: str | os.PathLike, timeout: float | None = None, max_pixels: int | None = None) -> str:
     """64-bit perceptual hash of a video as 16 hex chars; raises :class:`MediaError`."""
-    size = _check_file(path)
+    size, family = _check_head(path)
     deadline = time.monotonic() + timeout if timeout else None
-    with _open(path, timeout) as container:
+    with _open(path, timeout, family) as container:
         return _phash_container(container, size, deadline, max_pixels)
 
 
-def _phash_container(container, size: int, deadline: float | None, max_pixels: int | None) -> str:
-    """``phash`` on an open container whose demuxing and decoding start from the beginning."""
+def _phash_container(container, size: int, deadline: float | None, max_pixels: int | None, first=None) -> str:
+    """``phash`` on an open container whose demuxing and decoding start from the beginning, or,
+    with ``first`` (``_probe_container``'s), go on after the first keyframe."""
     import av
 
     if not container.streams.video:
@@ -482,7 +541,7 @@ def _phash_container(container, size: int, deadline: float | None, max_pixels: i
             times = [(g + 0.5) * duration / GRID for g in range(GRID)]
             frames = _keyframes_seeking(container, video, times, deadline)
         else:
-            frames = _keyframes_sequential(container, video, deadline)
+            frames = _keyframes_sequential(container, video, deadline, first)
             if duration and duration > 1.0 and _max_gap(frames, duration) > duration / 2:
                 frames = _frames_all(container, video, deadline, FALLBACK_FRAMES) or frames
     except av.error.ExitError as exc:
@@ -498,20 +557,22 @@ def probe_and_phash(path: str | os.PathLike, timeout: float | None = None, max_p
     """``{"probe": probe(...), "phash": phash(...) or None}`` with one open of the file.
 
     The probe's verdict is raised as ``probe`` raises it. The hash is computed on the same
-    container, rewound (the same hash as ``phash``: one open and one first-frame decode fewer,
-    ~3-4 ms of a 10 s clip); ``None`` when it cannot be (the phash stage then runs ``phash``
-    and says why). Each step has its own ``timeout``.
+    container (the same hash as ``phash``): from the probe's first frame on when that was the
+    first keyframe (the usual case: no rewind, one open and two first-frame decodes fewer than
+    the two calls), else rewound; ``None`` when it cannot be (the phash stage then runs
+    ``phash`` and says why). Each step has its own ``timeout``.
     """
-    size = _check_file(path)
+    size, family = _check_head(path)
     deadline = time.monotonic() + timeout if timeout else None
     try:
-        with _open(path, timeout) as container:
-            info = _probe_container(container, deadline, max_pixels)
+        with _open(path, timeout, family) as container:
+            info, first = _probe_container(container, deadline, max_pixels, thumb=True)
             try:
-                container.seek(0, backward=True, any_frame=False, stream=container.streams.video[0])
-                container.streams.video[0].codec_context.flush_buffers()
+                if first is None:  # rewind: the hash starts from the first keyframe
+                    container.seek(0, backward=True, any_frame=False, stream=container.streams.video[0])
+                    container.streams.video[0].codec_context.flush_buffers()
                 deadline = time.monotonic() + timeout if timeout else None
-                digest = _phash_container(container, size, deadline, max_pixels)
+                digest = _phash_container(container, size, deadline, max_pixels, first)
             except Exception:  # noqa: BLE001 - not seekable, or not hashable: the phash stage decides
                 digest = None
             return {"probe": info, "phash": digest}
@@ -522,6 +583,8 @@ def probe_and_phash(path: str | os.PathLike, timeout: float | None = None, max_p
 
 
 def _hash_frames(frames: list[tuple[float, np.ndarray]], duration: float | None) -> str:
+    import numpy as np
+
     frames.sort(key=lambda f: f[0])
     t0 = frames[0][0]
     times = np.array([t - t0 for t, _ in frames])
@@ -540,9 +603,18 @@ def _hash_frames(frames: list[tuple[float, np.ndarray]], duration: float | None)
         stack = (1 - w) * thumbs[left] + w * thumbs[right]  # (GRID, THUMB, THUMB)
     cells = stack.reshape(SLOTS, GRID // SLOTS, THUMB, THUMB).mean(axis=1)
     collage = np.block([[cells[0], cells[1]], [cells[2], cells[3]]])  # (32, 32)
-    coeffs = (_DCT @ collage @ _DCT.T)[:8, :8].ravel()
+    dct = _dct_matrix(2 * THUMB)
+    coeffs = (dct @ collage @ dct.T)[:8, :8].ravel()
     bits = coeffs > np.median(coeffs)
     return f"{int(''.join('1' if b else '0' for b in bits), 2):016x}"
+
+
+def warm() -> None:
+    """Import what the functions here use (FFmpeg's libraries, numpy): a media worker's start."""
+    import av.video.reformatter  # noqa: F401
+    import numpy  # noqa: F401
+
+    _dct_matrix(2 * THUMB)
 
 
 def hamming(a: str, b: str) -> int:

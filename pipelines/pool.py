@@ -1,7 +1,9 @@
 """The media worker processes: probe, perceptual hash and sha256 on every core, a deadline per call.
 
 One pool per crawl (``MediaPool.of(crawler)``) of at most ``MEDIA_PROCESSES`` workers (default:
-one per core; 0: no processes, the calls run in the crawl's threads). A worker is ``python -m
+one per core; 0: no processes, the calls run in the crawl's threads), all started when the spider
+opens (``prestart``: each imports FFmpeg and numpy, ~0.2 s of CPU, on another core while Scrapy
+is still starting, instead of after the first download). A worker is ``python -m
 pipelines.pool``: it imports only ``pipelines.media`` (no Scrapy), reads one JSON request a line
 on stdin (``{"f": "probe", "a": [path, ...]}``) and answers one JSON line on stdout, so a call
 costs the crawl process only a pipe write and read while the demux, decode and hashing run
@@ -92,12 +94,14 @@ class MediaPool:
         self.processes = processes
         self._idle: list[_Worker] = []
         self._all: set[_Worker] = set()
+        self._starting: list[asyncio.Future] = []  # prestarted workers not yet taken
         self._free: asyncio.Semaphore | None = None
         self.replaced = 0  # workers killed or dead and replaced
 
     @classmethod
     def of(cls, crawler) -> MediaPool:
-        """The crawl's pool, made on first use and stopped when its spider closes."""
+        """The crawl's pool, made on first use (a media pipeline's init), its workers started when
+        the spider opens, stopped when it closes."""
         pool = _pools.get(crawler)
         if pool is None:
             pool = _pools[crawler] = cls(crawler.settings.getint("MEDIA_PROCESSES", os.cpu_count() or 1))
@@ -105,9 +109,19 @@ class MediaPool:
                 from scrapy import signals
                 from scrapy.utils.defer import deferred_from_coro
 
+                crawler.signals.connect(lambda spider=None: pool.prestart(), signal=signals.spider_opened, weak=False)
                 crawler.signals.connect(lambda spider=None: deferred_from_coro(pool.close()),
                                         signal=signals.spider_closed, weak=False)  # fmt: skip
         return pool
+
+    def prestart(self) -> None:
+        """Start every worker now, in the background (needs a running event loop); calls take them."""
+        try:
+            asyncio.get_running_loop()
+        except RuntimeError:  # no loop (another reactor): workers start on demand
+            return
+        if self.processes and not self._all and not self._starting:
+            self._starting = [asyncio.ensure_future(self._start(warm=True)) for _ in range(self.processes)]
 
     async def call(self, func, *args, timeout: float, label: str = "media") -> Any:
         """``func(*args)`` in a worker (in a thread when ``processes`` is 0); ``MediaError`` as raised there."""
@@ -126,7 +140,7 @@ class MediaPool:
         deadline = time.monotonic() + timeout
         async with self._free:
             for attempt in (1, 2):
-                worker = self._idle.pop() if self._idle else await self._start()
+                worker = self._idle.pop() if self._idle else await self._take()
                 try:
                     line = await asyncio.wait_for(worker.ask(request), max(0.001, deadline - time.monotonic()))
                 except (asyncio.TimeoutError, TimeoutError):
@@ -145,9 +159,24 @@ class MediaPool:
                 return _answer(line)
         raise AssertionError("unreachable")
 
-    async def _start(self) -> _Worker:
+    async def _take(self) -> _Worker:
+        """A prestarted worker (started, or still starting), else a new one."""
+        while self._starting:
+            try:
+                return await self._starting.pop()
+            except (OSError, ConnectionError):  # it could not start, or died warming up: the next
+                pass
+        return await self._start()
+
+    async def _start(self, warm: bool = False) -> _Worker:
         worker = await _Worker.start()
         self._all.add(worker)
+        if warm:  # its imports done before its first call: one round trip that runs no media
+            try:
+                await worker.ask(b'{"f": "warm", "a": []}\n')
+            except BaseException:
+                self._drop(worker)
+                raise
         return worker
 
     def _drop(self, worker: _Worker) -> None:
@@ -157,6 +186,10 @@ class MediaPool:
 
     async def close(self) -> None:
         """Stop every worker (the spider closed): nothing of theirs outlives the crawl."""
+        starting, self._starting = self._starting, []
+        for worker in await asyncio.gather(*starting, return_exceptions=True):
+            if isinstance(worker, _Worker):
+                self._all.add(worker)
         workers, self._all, self._idle = list(self._all), set(), []
         await asyncio.gather(*(w.stop() for w in workers), return_exceptions=True)
 
@@ -181,6 +214,7 @@ def serve() -> None:
     os.dup2(2, 1)
     sys.stdout = sys.stderr
     functions = {name: getattr(media, name) for name in FUNCTIONS}
+    functions["warm"] = media.warm
     for line in stdin:
         try:
             request = json.loads(line)

@@ -20,6 +20,7 @@ from crawler.errors import MediaError
 from crawler.items import VideoItem
 from pipelines.base import ItemPipeline
 from pipelines.media import probe_and_phash
+from pipelines.pool import MediaPool
 
 
 class ProbePipeline(ItemPipeline):
@@ -32,6 +33,7 @@ class ProbePipeline(ItemPipeline):
         self.max_pixels = self.settings.getint("MEDIA_MAX_PIXELS", 7680 * 4320)
         if self.max_pixels < 0:
             raise ValueError(f"MEDIA_MAX_PIXELS must be >= 0 (0: no cap), got {self.max_pixels}")
+        MediaPool.of(crawler)  # made now: its workers start when the spider opens (pipelines.pool.prestart)
 
     async def process(self, item: VideoItem) -> str:
         if not item.path:

@@ -131,3 +131,47 @@ def test_probe_and_phash_on_one_open_file_answers_as_the_two_do(media, copies, t
     with pytest.raises(MediaError) as err:
         probe_and_phash(text, 30)
     assert err.value.code == "not_a_video"  # the probe's verdict, as probe() gives it
+
+
+@pytest.fixture(scope="module")
+def containers(media, tmp_path_factory):
+    """bikes.mp4 stream-copied into Matroska and re-encoded to VP9 WebM and to fragmented MP4."""
+    out = tmp_path_factory.mktemp("containers")
+    made = {"mkv": out / "bikes.mkv", "webm": out / "bikes.webm", "frag": out / "bikes_frag.mp4"}
+    ffmpeg("-i", media["bikes"], "-c", "copy", made["mkv"])
+    ffmpeg("-i", media["bikes"], "-t", "4", "-c:v", "libvpx-vp9", "-deadline", "realtime", "-cpu-used", "8",
+           "-c:a", "libopus", made["webm"])  # fmt: skip
+    ffmpeg("-i", media["bikes"], "-c", "copy", "-movflags", "+frag_keyframe+empty_moov", made["frag"])
+    return made
+
+
+def test_mp4_and_matroska_open_without_decoding_and_answer_as_a_full_open(media, containers, monkeypatch):
+    """FAST_OPEN_FAMILIES skip find_stream_info's decoding: the same probe fields and hashes."""
+    from pipelines import media as m
+
+    paths = [*media.values(), *containers.values()]
+    fast = [(m.probe_and_phash(p, 30), m.probe(p, 30), m.phash(p, 30)) for p in paths]
+    monkeypatch.setattr(m, "FAST_OPEN_FAMILIES", ())
+    full = [(m.probe_and_phash(p, 30), m.probe(p, 30), m.phash(p, 30)) for p in paths]
+    assert fast == full
+    assert all(f[0]["phash"] == f[2] and f[0]["probe"] == f[1] for f in fast)
+    assert {f[1]["container"].split(",")[0] for f in fast} == {"mov", "matroska"}
+
+
+def test_a_stream_that_cannot_seek_back_is_hashed_on_the_probes_open(media, tmp_path):
+    """Raw H.264 cannot be rewound: the hash goes on after the probe's first keyframe."""
+    from pipelines.media import probe_and_phash
+
+    raw = tmp_path / "bikes.h264"
+    ffmpeg("-i", media["bikes"], "-an", "-c:v", "copy", "-bsf:v", "h264_mp4toannexb", "-f", "h264", raw)
+    assert probe_and_phash(raw, 30) == {"probe": probe(raw, 30), "phash": phash(raw, 30)}
+
+
+def test_phash_in_threads_is_the_same_as_one_at_a_time(media):
+    """MEDIA_PROCESSES=0 hashes in the crawl's threads: each thread has its own swscale context."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    paths = list(media.values()) * 2
+    alone = [phash(p, 30) for p in paths]
+    with ThreadPoolExecutor(4) as pool:
+        assert list(pool.map(lambda p: phash(p, 30), paths)) == alone

@@ -113,3 +113,42 @@ def test_close_stops_every_worker_and_zero_processes_run_in_threads(media):
     assert same == phash(media["bikes"], 30) and not none
     with pytest.raises(ValueError):
         MediaPool(-1)
+
+
+def test_prestarted_workers_serve_the_first_calls_and_stay_within_the_count(media):
+    async def main():
+        pool = MediaPool(2)
+        pool.prestart()  # what the spider's opening does
+        pool.prestart()  # once only
+        for _ in range(200):  # both up and warm before any call (bounded wait)
+            if len(pool._all) == 2 and all(t.done() for t in pool._starting):
+                break
+            await asyncio.sleep(0.05)
+        started = {w.proc.pid for w in pool._all}
+        names = ("bikes", "gradio_a", "bikes")
+        got = await asyncio.gather(*(pool.call(phash, media[n], 30, timeout=60) for n in names))
+        used = {w.proc.pid for w in pool._all}
+        await pool.close()
+        return started, used, got
+
+    started, used, got = run(main())
+    assert len(started) == 2 and used == started  # the calls ran on the prestarted workers, no third
+    assert got == [phash(media["bikes"], 30), phash(media["gradio_a"], 30), phash(media["bikes"], 30)]
+
+
+def test_prestart_without_a_running_loop_leaves_workers_to_start_on_demand():
+    pool = MediaPool(2)
+    pool.prestart()
+    assert not pool._starting and not pool._all
+
+
+def test_close_right_after_prestart_stops_the_workers_still_starting():
+    async def main():
+        pool = MediaPool(2)
+        pool.prestart()
+        starting = list(pool._starting)
+        await pool.close()
+        return [task.result().proc.returncode for task in starting]
+
+    codes = run(main())
+    assert len(codes) == 2 and all(code is not None for code in codes)  # exited, reaped
