@@ -22,7 +22,7 @@ from bench.common import PYTHON, RESULTS, ROOT, cpu_info, fmt, fmt_met, project_
 
 BENCH_DIR = ROOT / "bench"
 # Order and the most seconds each may take under --quick (the full run gets 6x as long).
-SCRIPTS = {"media": 60, "dedup": 130, "embed": 120, "labels": 90, "index": 90, "crawl": 70, "ingest": 90, "scale": 75, "e2e": 240}
+SCRIPTS = {"media": 60, "dedup": 130, "embed": 120, "labels": 90, "index": 90, "decide": 60, "crawl": 70, "ingest": 90, "scale": 75, "e2e": 240}
 HELPERS = {"__init__", "common", "run_all", "crawlprobe", "stagetimer", "labelset", "v2dstyle"}  # modules that are not benchmarks
 HEADER = ["bench", "target name", "value", "baseline", "target", "met"]
 

@@ -103,6 +103,13 @@ class RedisKeys:
         return f"{self.prefix}:processing:minute:{epoch_minute}"
 
     @property
+    def index_journal(self) -> str:
+        """Stream of near-dup candidates (model, id, float16 vectors, quality, duration, phash)
+        appended by the shared index before each decision and trimmed once a flush saved them;
+        a restarted index actor replays it (processing/runtime/index.py)."""
+        return f"{self.prefix}:index:journal"
+
+    @property
     def stage_stats(self) -> str:
         """Hash: ``<stage>:<counter>`` -> total, added by the writer from each batch's stats."""
         return f"{self.prefix}:processing:stages"

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import importlib
 import os
+import re
 import threading
 from collections.abc import Iterator
 from pathlib import Path, PurePosixPath
@@ -284,3 +285,42 @@ def name_of(location: str | os.PathLike) -> str:
     """The last part of a path or URI (``bikes.mp4``)."""
     local = local_file(location)
     return local.name if local is not None else PurePosixPath(urlsplit(str(location)).path).name
+
+
+# -- object names, checked (the search page and forget serve or delete only under their roots) --
+BUCKET_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,221}$")
+
+
+def object_name(uri: str, root: bool = False) -> tuple[str, str, tuple[str, ...]] | None:
+    """``(scheme, bucket, key segments)`` of an object URI; None unless it is a plain object name.
+
+    Refused: anything but ``s3://`` / ``gs://`` (``gcs://`` is ``gs``), a bucket that is no bucket
+    name, ``%`` (no second decoding), ``?`` / ``#`` (versions, fragments), backslashes, control
+    characters, and empty, ``.`` or ``..`` segments. A ``root`` may be a bare bucket or end in ``/``.
+    """
+    if not isinstance(uri, str) or not is_remote(uri):
+        return None
+    if any(c in uri for c in "%?#\\") or any(ord(c) < 32 or ord(c) == 127 for c in uri):
+        return None
+    parts = urlsplit(uri)
+    scheme = "gs" if parts.scheme.lower() == "gcs" else parts.scheme.lower()
+    if not BUCKET_NAME.match(parts.netloc) or (parts.path and not parts.path.startswith("/")):
+        return None
+    segments = tuple(parts.path[1:].split("/")) if parts.path else ()
+    if root:
+        segments = tuple(s for s in segments if s)  # "s3://b", "s3://b/", "s3://b/videos/" are roots
+    if (not segments and not root) or any(s in ("", ".", "..") for s in segments):
+        return None
+    return scheme, parts.netloc, segments
+
+
+def object_under(name: tuple[str, str, tuple[str, ...]], roots: list[tuple[str, str, tuple[str, ...]]]) -> bool:
+    scheme, bucket, key = name
+    return any((scheme, bucket) == (s, b) and len(key) > len(k) and key[: len(k)] == k for s, b, k in roots)
+
+
+def under_bucket_prefix(uri: str, prefixes: list[str]) -> bool:
+    """Whether ``uri`` is a plain object name (``object_name``) under one of the bucket ``prefixes``."""
+    name = object_name(uri)
+    roots = [r for r in (object_name(p, root=True) for p in prefixes) if r is not None]
+    return name is not None and object_under(name, roots)

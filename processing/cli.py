@@ -35,7 +35,7 @@ def build_parser() -> argparse.ArgumentParser:
     work.add_argument("--frames", type=_positive, default=None, dest="frames_per_video",
                       help="frames sampled per video (default: PROCESSING_FRAMES_PER_VIDEO)")
     work.add_argument("--num-gpus", type=int, default=None,
-                      help="GPUs for the model actors (default: those torch sees)")
+                      help="GPUs for the model actors (default: the Ray cluster's, counted once Ray is up)")
     work.add_argument("--max-inflight", type=int, default=0,
                       help="batches in flight at most (0: two per actor)")
     work.add_argument("--claim-idle-ms", type=_positive, default=None,
@@ -101,7 +101,8 @@ WORK_OPTIONS = ("num_workers", "model_workers", "batch_size", "frames_per_video"
 def _config(args):
     """The worker config from settings, with the options given on the command line.
 
-    Only ``work`` asks torch for the GPUs (seconds of import); the other commands read Redis.
+    ``work`` counts the GPUs of the Ray cluster once it has joined it (``--num-gpus`` wins);
+    the other commands need none.
     """
     from processing.config import ProcessingConfig
 

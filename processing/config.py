@@ -9,22 +9,13 @@ have no setting.
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
+from crawler import locations
 from crawler.keys import RedisKeys
 from processing.pipeline import STEP_NAMES, stage_targets
 from processing.vision.frame_index import IndexOptions
-
-
-def detect_gpus() -> int:
-    """Number of CUDA GPUs visible to torch (0 without torch or without CUDA)."""
-    try:
-        import torch
-
-        return torch.cuda.device_count() if torch.cuda.is_available() else 0
-    except Exception:  # noqa: BLE001 - torch missing or broken driver: run on the CPU
-        return 0
 
 
 def _names(text: str) -> tuple[str, ...]:
@@ -45,7 +36,7 @@ class ProcessingConfig:
     # pools (processing/runtime/pools.py)
     num_workers: int  # decode actors; 0: one per free core
     batch_size: int
-    num_gpus: int
+    num_gpus: int | None  # GPUs of the run; None: the Ray cluster's, counted once Ray is up (with_cluster_gpus)
     # stages (processing/stages/*.py)
     frames_per_video: int
     max_pixels: int  # frames above it are refused before decoding (frames.py)
@@ -59,6 +50,7 @@ class ProcessingConfig:
     neardup_index: IndexOptions  # how the near-dup index stores vectors (processing/vision/frame_index.py)
     index_shards: int  # frame-code shard actors of the shared index (processing/runtime/index.py)
     index_uri: str  # where the index snapshots go: a folder or s3:// / gs:// ("" : data_dir/index)
+    thumbnails_uri: str  # where thumbnails go: a folder or s3:// / gs:// ("" : data_dir/thumbnails)
     # placement: custom Ray resources the decode / model / index actors ask for ("" : none)
     decode_resource: str
     model_resource: str
@@ -85,7 +77,9 @@ class ProcessingConfig:
     def from_settings(cls, source=None, **overrides) -> ProcessingConfig:
         """The config from the ``settings`` module (or ``source``), ``overrides`` replacing fields.
 
-        ``num_gpus`` is asked of torch only when not given (importing torch takes seconds).
+        ``num_gpus`` not given: None, counted on the Ray cluster once the driver has joined it
+        (``with_cluster_gpus``), not on the driver's machine (a CPU-only head would put every model
+        on the CPU); nor is torch imported here.
         """
         if source is None:
             import settings as source
@@ -98,6 +92,7 @@ class ProcessingConfig:
             step_timeout=source.PROCESSING_STEP_TIMEOUT,
             num_workers=source.PROCESSING_NUM_WORKERS,
             batch_size=source.PROCESSING_BATCH_SIZE,
+            num_gpus=None,  # the Ray cluster's, counted once the driver has joined it
             frames_per_video=source.PROCESSING_FRAMES_PER_VIDEO,
             max_pixels=source.MEDIA_MAX_PIXELS,
             embed_model=source.EMBED_MODEL,
@@ -113,6 +108,7 @@ class ProcessingConfig:
                 exact=getattr(source, "NEARDUP_EXACT", True)),  # fmt: skip
             index_shards=source.NEARDUP_INDEX_SHARDS,
             index_uri=source.NEARDUP_INDEX_URI,
+            thumbnails_uri=getattr(source, "THUMBNAILS_URI", ""),
             decode_resource=source.DECODE_RESOURCE,
             model_resource=source.MODEL_RESOURCE,
             index_resource=source.INDEX_RESOURCE,
@@ -127,8 +123,6 @@ class ProcessingConfig:
             metrics_host=source.METRICS_HOST,
         )
         values.update(overrides)
-        if "num_gpus" not in values:
-            values["num_gpus"] = detect_gpus()
         return cls(**values)
 
     def __post_init__(self):
@@ -136,9 +130,11 @@ class ProcessingConfig:
         RedisKeys(self.key_prefix)  # raises ValueError on a prefix that cannot be a key prefix
         if self.num_workers <= 0:
             self.num_workers = max(1, (os.cpu_count() or 1) - 1)
-        if self.model_workers <= 0:
+        if self.num_gpus is not None and (not isinstance(self.num_gpus, int) or self.num_gpus < 0):
+            raise ValueError(f"num_gpus must be an integer >= 0 (None: the Ray cluster's), got {self.num_gpus!r}")
+        if self.model_workers <= 0 and self.num_gpus is not None:  # else sized once the GPUs are counted
             self.model_workers = max(1, self.num_gpus)
-        if self.max_inflight <= 0:
+        if self.max_inflight <= 0 and self.model_workers > 0:
             self.max_inflight = 2 * (self.num_workers + self.model_workers)
         missing = [s for s in STEP_NAMES if not self.stages.get(s)]
         if missing:
@@ -150,6 +146,9 @@ class ProcessingConfig:
             value = getattr(self, name)
             if not isinstance(value, int) or value < 1:
                 raise ValueError(f"{name} must be a positive integer, got {value!r}")
+        thumbs = self.thumbnails_uri
+        if thumbs and not locations.is_remote(thumbs) and locations.local_file(thumbs) is None:
+            raise ValueError(f"THUMBNAILS_URI must be a folder, file://, s3:// or gs://, got {self.thumbnails_uri!r}")
         if not 0.0 < self.neardup_threshold <= 1.0:
             raise ValueError(f"neardup_threshold must be in (0, 1], got {self.neardup_threshold!r}")
         if self.dedup_method not in ("both", "phash", "embedding"):
@@ -162,10 +161,19 @@ class ProcessingConfig:
         """Every Redis key name under ``key_prefix``."""
         return RedisKeys(self.key_prefix)
 
+    def with_cluster_gpus(self, gpus: float) -> ProcessingConfig:
+        """This config with ``num_gpus`` counted on the Ray cluster (``ray.cluster_resources()["GPU"]``)
+        when it was not given (an explicit ``--num-gpus`` wins); the model actors and batches in
+        flight left to their defaults are sized by it."""
+        if self.num_gpus is not None:
+            return self
+        return replace(self, num_gpus=int(gpus))
+
     @property
     def device(self) -> str:
-        """Where the model stages run: ``cuda`` when the run has GPUs, else ``cpu``."""
-        return "cuda" if self.num_gpus > 0 else "cpu"
+        """Where the model stages run: ``cpu`` on a run without GPUs, else ``auto``: decided in the
+        model actor, where it runs (cuda when torch sees one there, else cpu; pools.StageHost)."""
+        return "cpu" if self.num_gpus == 0 else "auto"
 
     @property
     def index_dir(self) -> Path:
@@ -173,5 +181,10 @@ class ProcessingConfig:
         return self.data_dir / "index"
 
     @property
-    def thumbnail_dir(self) -> Path:
-        return self.data_dir / "thumbnails"
+    def thumbnail_dir(self) -> Path | str:
+        """Where thumbnails go: THUMBNAILS_URI (a folder, or an s3:// / gs:// prefix kept as the URI),
+        else ``data_dir/thumbnails``."""
+        uri = self.thumbnails_uri
+        if not uri:
+            return self.data_dir / "thumbnails"
+        return uri.rstrip("/") if locations.is_remote(uri) else locations.local_file(uri)

@@ -6,11 +6,15 @@ a domain) and removes, for each, its whole duplicate cluster (the video, its byt
 its near-duplicates: the same content):
 
 - the catalogue documents (either backend: ``Catalogue.remove``);
-- the near-duplicate index vectors and hashes (``FrameIndex.purge`` under the index dir's lock;
-  the id goes on the dir's ``forgotten.txt`` too, so a running near-dup actor purges its copy
-  in memory and never writes it back);
-- the stored files and thumbnails under ``FILES_STORE`` and ``DATA_DIR`` (a ``local`` crawl's
-  source files are the user's own: they are left where they are, and listed);
+- the near-duplicate index vectors and hashes (``FrameIndex.purge`` under the index dir's lock,
+  each shard of a sharded index too; the id goes on the dir's ``forgotten.txt`` too, so a
+  running near-dup actor purges its copy in memory and never writes it back). An index at a
+  URI (``NEARDUP_INDEX_URI``) is not edited here: the ``id:`` tombstones below are its
+  forgotten list, which the index actors purge from memory when it changes, drop from what
+  they load and never replay from their journal (processing/runtime/index.py);
+- the stored files and thumbnails under ``FILES_STORE``, ``THUMBNAILS_URI`` and ``DATA_DIR``,
+  objects too when those are bucket prefixes (a ``local`` crawl's source files, a bucket it
+  listed, are the user's own: they are left where they are, and listed);
 - the copies' provenance (``CopyBook``);
 
 and records tombstones (crawler/takedowns.py) by every URL and path, by sha256 id and by the
@@ -29,6 +33,7 @@ from typing import Any, Iterable
 
 import redis
 
+from crawler import locations
 from crawler.items import REJECTED
 from crawler.keys import RedisKeys
 from crawler.ledger import Ledger
@@ -70,7 +75,7 @@ class Forgetter:
     """Finds and removes videos; one instance per command."""
 
     def __init__(self, catalogue: Catalogue, client: redis.Redis, keys: RedisKeys, *, index_dir: Path,
-                 owned_dirs: Iterable[Path]):  # fmt: skip
+                 owned_dirs: Iterable[Path], owned_prefixes: Iterable[str] = ()):  # fmt: skip
         self.catalogue = catalogue
         self.client = client
         self.keys = keys
@@ -79,16 +84,19 @@ class Forgetter:
         self.copies = CopyBook(client, keys)
         self.index_dir = Path(index_dir)
         self.owned = [Path(d).expanduser().resolve() for d in owned_dirs]
+        self.owned_prefixes = list(owned_prefixes)  # bucket prefixes (s3://, gs://) whose objects are ours
 
     @classmethod
     def from_config(cls, catalogue: Catalogue, client: redis.Redis, cfg) -> Forgetter:
-        """From a ``ProcessingConfig``: its index dir; the files it may delete are under ``FILES_STORE``
-        and the data dir (thumbnails)."""
+        """From a ``ProcessingConfig``: its index dir; the files it may delete are under ``FILES_STORE``,
+        the data dir and the thumbnails' place (folders, or bucket prefixes)."""
         import settings
 
         store = str(getattr(settings, "FILES_STORE", "") or "")
-        owned = [cfg.data_dir] + ([Path(store)] if store and "://" not in store else [])
-        return cls(catalogue, client, cfg.keys, index_dir=cfg.index_dir, owned_dirs=owned)
+        places = [p for p in (store, cfg.thumbnail_dir) if p]
+        owned = [cfg.data_dir] + [locations.local_file(p) for p in places if locations.local_file(p) is not None]
+        prefixes = [str(p) for p in places if locations.is_remote(str(p))]
+        return cls(catalogue, client, cfg.keys, index_dir=cfg.index_dir, owned_dirs=owned, owned_prefixes=prefixes)
 
     # -- finding -------------------------------------------------------------------------------
     def find(self, urls: Iterable[str] = (), video_ids: Iterable[str] = (),
@@ -141,6 +149,9 @@ class Forgetter:
                     if isinstance(value, str) and value and value not in paths:
                         paths.append(value)
         for path in paths:
+            if locations.is_remote(path):
+                self._delete_object(path, report)
+                continue
             if "://" in path or not self._owned(path):
                 if "://" in path or os.path.exists(path):
                     report.files_left.append(path)
@@ -154,12 +165,26 @@ class Forgetter:
                 log.warning("could not delete %s: %s", path, exc)
                 report.files_left.append(path)
 
+    def _delete_object(self, uri: str, report: ForgetReport) -> None:
+        """Delete an object under an owned bucket prefix (plain names only: no ``..``, ``%``...)."""
+        if not locations.under_bucket_prefix(uri, self.owned_prefixes):
+            report.files_left.append(uri)
+            return
+        try:
+            if locations.is_file(uri):
+                locations.remove(uri)
+                report.files_deleted.append(uri)
+        except Exception as exc:  # noqa: BLE001 - the store refused or is down: say so, go on
+            log.warning("could not delete %s: %s: %s", uri, type(exc).__name__, str(exc)[:200])
+            report.files_left.append(uri)
+
     def _purge_index(self, video_ids: list[str]) -> int:
         """Drop the videos from every model's near-dup index on disk, and list them as forgotten."""
         purged = 0
         with locked(self.index_dir):
             add_forgotten(self.index_dir, video_ids)
-            for meta in sorted(self.index_dir.glob(f"*/{FrameIndex.META}")):
+            metas = [*self.index_dir.glob(f"*/{FrameIndex.META}"), *self.index_dir.glob(f"*/shard-*/{FrameIndex.META}")]
+            for meta in sorted(metas):  # a model's index, or each shard of a sharded one
                 try:
                     info = json.loads(meta.read_text())
                     index = FrameIndex.load(meta.parent, int(info["dim"]), int(info["approx_threshold"]))

@@ -7,6 +7,7 @@ Helpers may add settings only inside the section of their part.
 """
 
 import os
+import re
 from pathlib import Path
 
 
@@ -131,8 +132,9 @@ MEDIA_MIN_WIDTH = _env("MEDIA_MIN_WIDTH", 64, int)
 MEDIA_MIN_HEIGHT = _env("MEDIA_MIN_HEIGHT", 64, int)
 MEDIA_ALLOWED_CODECS = []  # empty: every video codec FFmpeg decodes
 MEDIA_TIMEOUT = _env("MEDIA_TIMEOUT", 60, float)  # seconds for one probe / phash / yt-dlp step
-# Worker processes of a crawl for probe / phash / sha256 (pipelines/pool.py): default one per core;
-# 0 runs them in the crawl process's threads instead (one core's worth of GIL).
+# Worker processes of a crawl for probe / phash / sha256 (pipelines/pool.py): default one per core,
+# all started when the spider opens; 0 runs them in the crawl process's threads instead (one core's
+# worth of GIL).
 MEDIA_PROCESSES = _env("MEDIA_PROCESSES", os.cpu_count() or 1, int)
 YTDLP_TIMEOUT = _env("YTDLP_TIMEOUT", 600, float)
 YTDLP_FORMAT = _env("YTDLP_FORMAT", "bv*[height<=720]+ba/b[height<=720]/bv*+ba/b")
@@ -176,11 +178,15 @@ NEARDUP_CODEC_TRAIN = _env("NEARDUP_CODEC_TRAIN", 50_000, int)
 NEARDUP_NPROBE = _env("NEARDUP_NPROBE", 32, int)  # IVF lists searched per frame
 NEARDUP_EXACT = _env("NEARDUP_EXACT", True, bool)
 # The shared near-dup index (processing/runtime/index.py): NEARDUP_INDEX_SHARDS actors hold the
-# frame codes (video i in shard sha256-prefix % n), one decider holds the clusters; each snapshots
-# to NEARDUP_INDEX_URI (a folder, or s3:// / gs://; empty: DATA_DIR/index) so that an index actor
-# restarted on another node recovers it.
+# frame codes (a video in shard blake2b(id) % n; 1: the codes stay in the decider), one decider
+# holds the clusters; each snapshots to NEARDUP_INDEX_URI (a folder, or s3:// / gs://; empty:
+# DATA_DIR/index) and every decision is journalled to Redis first (<prefix>:index:journal), so an
+# index actor restarted on another node recovers everything. Keep the shard count of an index.
 NEARDUP_INDEX_SHARDS = _env("NEARDUP_INDEX_SHARDS", 1, int)
 NEARDUP_INDEX_URI = _env("NEARDUP_INDEX_URI", "")
+# Where the frames stage writes each video's JPEG thumbnail: a folder, or a bucket prefix (s3://,
+# gs://) that a search page on another machine reads (empty: DATA_DIR/thumbnails of each worker).
+THUMBNAILS_URI = _env("THUMBNAILS_URI", "")
 # Placement on a Ray cluster: the name of a custom resource (`ray start --resources='{"decode": 8}'`)
 # that decode actors / model actors / index actors ask a small share of, so they run only on the
 # nodes that offer it (empty: anywhere Ray likes; model actors still go where the GPUs are).
@@ -231,9 +237,10 @@ SEARCH_DEVICE = _env("SEARCH_DEVICE", "")  # torch device for the text model; em
 # enables text-to-video search over them. Empty: off.
 SEARCH_CLIP_MODEL = _env("SEARCH_CLIP_MODEL", "")
 # The search page serves a video only from the path its document records, only from under
-# FILES_STORE or these folders (os.pathsep-separated; add the folders of `local` crawls), and
-# only while it is still the indexed file (its sha256); thumbnails also from DATA_DIR/thumbnails.
-SEARCH_MEDIA_ROOTS = [p for p in _env("SEARCH_MEDIA_ROOTS", "").split(os.pathsep) if p]
+# FILES_STORE or these folders (os.pathsep-separated; add the folders of `local` crawls; bucket
+# prefixes s3://... / gs://... too), and only while it is still the indexed file (its sha256);
+# thumbnails also from DATA_DIR/thumbnails and THUMBNAILS_URI.
+SEARCH_MEDIA_ROOTS = [p for p in re.split(re.escape(os.pathsep) + "(?!//)", _env("SEARCH_MEDIA_ROOTS", "")) if p]
 # `serve`: a token every request must carry (needed to bind anything but loopback), the cap on
 # open connections (more are answered 503), seconds a client has to send its request, and
 # seconds any one read or write of a connection may stall.

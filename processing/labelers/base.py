@@ -15,6 +15,7 @@ class Labeler(ABC):
     name: str = "labeler"
     model: str = "unknown"
     needs_audio: bool = False  # True: FramesStage decodes the audio track for it
+    device: str = "cpu"  # torch device of a model labeler; "auto" is decided by LabelsStage.setup, in the actor
 
     def setup(self) -> None:
         """Load the model (once per actor)."""

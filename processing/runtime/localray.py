@@ -12,7 +12,9 @@ So, without ``--ray-address``, a driver joins the machine's *keeper*:
   ``python -m processing.runtime.localray DIR``, in a session of its own, and waits for it
   to write the file. Two drivers started at once: the second waits on the lock, then joins.
 - the keeper starts Ray sized to this machine (as a lone driver used to: all cores, the GPUs
-  given), with Ray's own token authentication, writes ``cluster.json``, and twice a second
+  given, else those Ray finds; one unit of each placement resource the driver names, so that
+  DECODE_RESOURCE / MODEL_RESOURCE / INDEX_RESOURCE work on one machine too), with Ray's own
+  token authentication, writes ``cluster.json``, and twice a second
   looks at the registrations (a driver killed with -9 is noticed by its pid and start time
   going away). Once none is alive for ``IDLE_S`` it removes ``cluster.json`` (under the lock:
   no driver can join a Ray that is stopping) and stops Ray. A killed keeper takes its Ray
@@ -91,17 +93,18 @@ def joined() -> bool:
     return bool(_joined)
 
 
-def join(data_dir: str | Path, *, num_gpus: int = 0, dashboard: bool = False, log_to_driver: bool = False,
-         timeout_s: float = START_TIMEOUT_S) -> dict:  # fmt: skip
+def join(data_dir: str | Path, *, num_gpus: int | None = None, resources: list[str] = (), dashboard: bool = False,
+         log_to_driver: bool = False, timeout_s: float = START_TIMEOUT_S) -> dict:  # fmt: skip
     """Connect this process to the machine's shared local Ray of ``data_dir``, starting its
-    keeper if none runs; returns the keeper's record."""
+    keeper if none runs (``num_gpus`` None: the GPUs Ray finds; ``resources``: custom resource
+    names it offers); returns the keeper's record."""
     folder = ray_dir(data_dir)
     (folder / "drivers").mkdir(parents=True, exist_ok=True)
     me = folder / "drivers" / _tag(os.getpid())
     with _locked(folder):
         me.touch()
         try:
-            info = running(folder) or _start_keeper(folder, num_gpus, dashboard, timeout_s)
+            info = running(folder) or _start_keeper(folder, num_gpus, resources, dashboard, timeout_s)
         except BaseException:
             me.unlink(missing_ok=True)
             raise
@@ -124,9 +127,13 @@ def leave() -> None:
             (_joined.pop() / "drivers" / _tag(os.getpid())).unlink(missing_ok=True)
 
 
-def _start_keeper(folder: Path, num_gpus: int, dashboard: bool, timeout_s: float) -> dict:
+def _start_keeper(folder: Path, num_gpus: int | None, resources: list[str], dashboard: bool, timeout_s: float) -> dict:
     (folder / CLUSTER).unlink(missing_ok=True)  # a dead keeper's
-    cmd = [sys.executable, "-m", "processing.runtime.localray", str(folder), "--num-gpus", str(num_gpus)]
+    cmd = [sys.executable, "-m", "processing.runtime.localray", str(folder)]
+    if num_gpus is not None:
+        cmd += ["--num-gpus", str(num_gpus)]
+    for name in resources:
+        cmd += ["--resource", name]
     if dashboard:
         cmd.append("--dashboard")
     env = dict(os.environ)
@@ -173,19 +180,20 @@ def _use_token_auth() -> None:
 
 
 # -- the keeper -------------------------------------------------------------------------------------
-def keep(folder: Path, num_gpus: int, dashboard: bool) -> int:
+def keep(folder: Path, num_gpus: int | None, dashboard: bool, resources: list[str] = ()) -> int:
     """The keeper's life: start Ray, publish its address, stop it once no driver is left."""
     stop = []
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.append(1))
     reaper = RayReaper.start()  # before ray.init: a killed keeper takes its Ray along
     try:
-        ray.init(address="local", num_cpus=os.cpu_count() or 1, num_gpus=num_gpus, include_dashboard=dashboard,
+        ray.init(address="local", num_cpus=os.cpu_count() or 1, num_gpus=num_gpus,
+                 resources={name: 1.0 for name in resources} or None, include_dashboard=dashboard,
                  log_to_driver=False, logging_level=logging.WARNING)  # fmt: skip
         if reaper:
             reaper.note()
         info = {"keeper": _tag(os.getpid()), "address": ray.get_runtime_context().gcs_address,
-                "num_cpus": os.cpu_count() or 1, "num_gpus": num_gpus}  # fmt: skip
+                "num_cpus": os.cpu_count() or 1, "num_gpus": int(ray.cluster_resources().get("GPU", 0))}  # fmt: skip
         tmp = folder / (CLUSTER + ".tmp")
         tmp.write_text(json.dumps(info))
         os.replace(tmp, folder / CLUSTER)
@@ -221,11 +229,12 @@ def keep(folder: Path, num_gpus: int, dashboard: bool) -> int:
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="python -m processing.runtime.localray", description=__doc__.splitlines()[0])
     parser.add_argument("folder", type=Path)
-    parser.add_argument("--num-gpus", type=int, default=0)
+    parser.add_argument("--num-gpus", type=int, default=None, help="default: the GPUs Ray finds")
+    parser.add_argument("--resource", action="append", default=[], help="a custom resource to offer (1 unit)")
     parser.add_argument("--dashboard", action="store_true")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
-    return keep(args.folder, args.num_gpus, args.dashboard)
+    return keep(args.folder, args.num_gpus, args.dashboard, args.resource)
 
 
 if __name__ == "__main__":

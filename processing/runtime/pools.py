@@ -5,13 +5,23 @@ then runs batches through them; batches go in and out through Ray's object store
 decoded frames never pass through Redis or the driver. After each step the host puts the
 stage's counters on the batch (``WorkBatch.stats``), so they travel with it to the writer.
 Which stages a pool hosts, and in what order a batch visits them: processing/pipeline.py.
+
+Placement on a cluster: the GPU count is the cluster's (``cluster_config``: ``ray.cluster_resources()``
+once the driver has joined, unless ``--num-gpus`` was given), and model actors ask for GPUs when
+it has some; the torch device is decided in the actor, where it runs (cuda when torch sees one
+there, else cpu: a stage's ``setup``). With DECODE_RESOURCE / MODEL_RESOURCE set, the decode
+actors, and the model and neardup actors, ask a small share (``PLACEMENT_SHARE``) of that custom
+resource, so they run only on the nodes started with it (``ray start --resources``). Once the
+actors are up, one log line per pool names the nodes they run on (``StageHost.where``).
 """
 
 from __future__ import annotations
 
 import logging
 import math
+import os
 import time
+from collections import Counter
 from dataclasses import dataclass, field
 
 import ray
@@ -22,6 +32,8 @@ from processing.stages.base import Resources, Stage
 from processing.work import WorkBatch
 
 log = logging.getLogger(__name__)
+
+PLACEMENT_SHARE = 0.001  # of a placement resource, per actor: a node offering 1 of it holds 1000 actors
 
 
 class StageHost:
@@ -40,6 +52,14 @@ class StageHost:
 
     def ready(self) -> list[str]:
         return list(self.stages)
+
+    def where(self) -> dict:
+        """Where this actor runs: node id and IP, pid, the GPUs Ray granted it, and the torch
+        device each model stage decided on here (set-up done)."""
+        ctx = ray.get_runtime_context()
+        devices = {n: s.device for n, s in self.stages.items() if isinstance(getattr(s, "device", None), str)}
+        return {"node_id": ctx.get_node_id(), "node_ip": ray.util.get_node_ip_address(), "pid": os.getpid(),
+                "gpus": [str(g) for g in ray.get_gpu_ids()], "devices": devices}  # fmt: skip
 
     def run(self, name: str, batch: WorkBatch, last: bool = False) -> WorkBatch:
         stage = self.stages[name]
@@ -78,12 +98,30 @@ def pool_sizes(cfg: ProcessingConfig) -> dict[str, int]:
     return {"decode": cfg.num_workers, "model": cfg.model_workers, "neardup": 1}
 
 
+def cluster_config(cfg: ProcessingConfig) -> ProcessingConfig:
+    """``cfg`` with the GPUs counted on the Ray cluster this process has joined, unless given."""
+    if cfg.num_gpus is not None:
+        return cfg
+    counted = cfg.with_cluster_gpus(ray.cluster_resources().get("GPU", 0.0))
+    log.info("GPUs on the Ray cluster: %d; model actors: %d%s", counted.num_gpus, counted.model_workers,
+             ", asking a GPU each" if counted.num_gpus else ", on CPUs")  # fmt: skip
+    return counted
+
+
 def pool_resources(cfg: ProcessingConfig, pool: str) -> Resources:
     """What one actor of ``pool`` asks Ray for: the largest needs its stage classes declare
     (read from the classes: nothing is built). GPUs only when the run has them."""
     declared = [load_stage_class(t).resources for t in pool_stages(cfg, pool).values()]
-    gpus = max(r.num_gpus for r in declared) if cfg.num_gpus > 0 else 0.0
+    gpus = max(r.num_gpus for r in declared) if cfg.num_gpus else 0.0
     return Resources(num_cpus=max(r.num_cpus for r in declared), num_gpus=gpus)
+
+
+def pool_placement(cfg: ProcessingConfig, pool: str) -> dict[str, float]:
+    """The custom resources one actor of ``pool`` asks for, so it runs only on the nodes offering
+    them: DECODE_RESOURCE for decode; MODEL_RESOURCE for model and neardup (a batch goes
+    embed -> neardup -> labels with its frames: on one node, they do not travel)."""
+    name = {"decode": cfg.decode_resource, "model": cfg.model_resource, "neardup": cfg.model_resource}.get(pool)
+    return {name: PLACEMENT_SHARE} if name else {}
 
 
 def start_pools(cfg: ProcessingConfig, timeout_s: float = 600.0, *, index=None,
@@ -99,6 +137,7 @@ def start_pools(cfg: ProcessingConfig, timeout_s: float = 600.0, *, index=None,
     stage. Raises RuntimeError when a stage cannot be built or set up (a missing model, bad
     config): nothing would succeed.
     """
+    cfg = cluster_config(cfg)
     sizes = pool_sizes(cfg)
     res = {p: pool_resources(cfg, p) for p in sizes}
     wanted = sum(res[p].num_cpus * n for p, n in sizes.items())
@@ -113,7 +152,7 @@ def start_pools(cfg: ProcessingConfig, timeout_s: float = 600.0, *, index=None,
     for pool, n in sizes.items():
         r = res[pool]
         cpus = math.floor(r.num_cpus * scale * 1000) / 1000  # rounding down: they must all fit
-        opts = {"num_cpus": cpus, "num_gpus": r.num_gpus,
+        opts = {"num_cpus": cpus, "num_gpus": r.num_gpus, "resources": pool_placement(cfg, pool),
                 "max_restarts": -1, "max_task_retries": 0}  # fmt: skip
         targets = pool_stages(cfg, pool)
         overrides = {"neardup": {"index": index}} if index is not None and "neardup" in targets else {}
@@ -126,7 +165,34 @@ def start_pools(cfg: ProcessingConfig, timeout_s: float = 600.0, *, index=None,
         cause = getattr(exc, "cause", None) or exc
         raise RuntimeError(f"processing stages failed to start: {type(cause).__name__}: {cause}") from exc
     log.info("actors ready: %s", ", ".join(f"{p} x{len(v.actors)}" for p, v in pools.items()))
+    log_placement(pools)
     return pools
+
+
+def placement(pools: dict[str, Pool], timeout_s: float = 60.0) -> dict[str, list[dict]]:
+    """Pool name -> ``StageHost.where()`` of each of its actors."""
+    return {name: ray.get([a.where.remote() for a in p.actors], timeout=timeout_s) for name, p in pools.items()}
+
+
+def log_placement(pools: dict[str, Pool]) -> None:
+    """One line per pool naming the nodes its actors run on (and the GPUs and devices of those
+    that have them); a warning for an actor granted a GPU whose models run on the CPU."""
+    try:
+        where = placement(pools)
+    except Exception as exc:  # noqa: BLE001 - only a report: the run goes on
+        log.warning("could not ask the actors where they run: %s", exc)
+        return
+    for name, places in where.items():
+        nodes = Counter((w["node_id"], w["node_ip"]) for w in places)
+        text = ", ".join(f"{n} actor{'s' * (n > 1)} on node {node} ({ip})" for (node, ip), n in nodes.items())
+        gpus = sorted({g for w in places for g in w["gpus"]})
+        devices = sorted({d for w in places for d in w["devices"].values()})
+        extra = (f"; GPUs {','.join(gpus)}" if gpus else "") + (f"; device {','.join(devices)}" if devices else "")
+        log.info("%s pool: %s%s", name, text, extra)
+        for w in places:
+            if w["gpus"] and w["devices"] and not any(d.startswith("cuda") for d in w["devices"].values()):
+                log.warning("%s actor (pid %s on node %s) was granted GPU %s but torch sees no CUDA there: "
+                            "its models run on the CPU", name, w["pid"], w["node_id"], ",".join(w["gpus"]))  # fmt: skip
 
 
 def _wait_ready(pools: dict[str, Pool], timeout_s: float) -> None:

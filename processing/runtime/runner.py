@@ -49,7 +49,7 @@ from processing.catalogue import open_catalogue
 from processing.config import ProcessingConfig
 from processing.pipeline import STEPS
 from processing.runtime.metrics import WorkerMetrics
-from processing.runtime.pools import Pool, start_pools, stop_pools
+from processing.runtime.pools import Pool, cluster_config, start_pools, stop_pools
 from processing.runtime import localray
 from processing.runtime.index import SharedIndex
 from processing.runtime.progress import Progress
@@ -74,7 +74,9 @@ def init_ray(cfg: ProcessingConfig) -> bool:
     with an explicit address the project's code is shipped to the cluster as the job's
     working dir. Otherwise this driver joins the machine's shared local Ray of its DATA_DIR,
     started for it if none runs (processing/runtime/localray.py: every driver on one machine
-    must reach the one near-dup index actor).
+    must reach the one near-dup index actor), which offers the placement resources named in
+    ``cfg`` (one machine has every kind of node). The GPUs are counted on the cluster after
+    this (``pools.cluster_config``), not here.
     """
     if ray.is_initialized():
         return False
@@ -86,7 +88,9 @@ def init_ray(cfg: ProcessingConfig) -> bool:
     elif os.environ.get("RAY_ADDRESS"):
         ray.init(**common)  # inside `ray job submit`: the job's runtime env applies
     else:  # its keeper runs the RayReaper watchdog (processing/runtime/reaper.py)
-        localray.join(cfg.data_dir, num_gpus=cfg.num_gpus, dashboard=cfg.ray_dashboard, log_to_driver=cfg.ray_logs)
+        names = (cfg.decode_resource, cfg.model_resource, cfg.index_resource)
+        localray.join(cfg.data_dir, num_gpus=cfg.num_gpus, resources=[n for n in names if n],
+                      dashboard=cfg.ray_dashboard, log_to_driver=cfg.ray_logs)  # fmt: skip
     return True
 
 
@@ -211,6 +215,7 @@ class Runner:
         pools: dict[str, Pool] = {}
         index, driver = None, f"{self.stream.consumer}"
         try:
+            self.cfg = cluster_config(self.cfg)  # the cluster's GPUs, unless --num-gpus was given
             self.stream.ensure_group()
             index = SharedIndex.for_config(self.cfg)  # one near-dup decision for every driver
             if index is not None:

@@ -78,6 +78,7 @@ class EmbedStage(Stage):
 
     def setup(self) -> None:
         if self.embedder is None:
+            self.device = models.pick_device(self.device)  # "auto": decided here, where the stage runs
             if not self.device.startswith("cuda"):
                 models.set_torch_threads(self.threads)
             self.embedder = models.load_image_embedder(

@@ -9,6 +9,7 @@ from typing import Any
 from crawler.errors import MediaError
 from processing.labelers import LABELERS, Labeler
 from processing.stages.base import ERROR_MAX_CHARS, Resources, Stage
+from processing.vision.models import pick_device
 from processing.work import Work
 
 log = logging.getLogger(__name__)
@@ -72,7 +73,11 @@ class LabelsStage(Stage):
     def setup(self) -> None:
         if self.ready:
             return
+        if self.device == "auto":  # decided here, where the stage runs (the model actor)
+            self.device = pick_device("auto")
         for labeler in self.labelers:
+            if labeler.device == "auto":
+                labeler.device = self.device
             try:
                 labeler.setup()
             except Exception as exc:  # noqa: BLE001 - a missing model disables one labeler only

@@ -56,7 +56,11 @@ again from its vectors on load (``NearDupIndex.load``). Takedowns: an id listed 
 the index dir's ``forgotten.txt`` (``python -m processing forget``) is purged from the
 loaded indexes as soon as the list changes (checked every batch, and before every save,
 under the dir's lock), and a forgotten video arriving later is rejected ``opted_out:
-forgotten``, never indexed.
+forgotten``, never indexed; the ``id:`` takedown tombstones in Redis count too (the only list
+of an index at a URI). The shared index (processing/runtime/index.py) gives ``LocalIndexes``
+a journal (every candidate in Redis before it is decided, replayed after a restart) and, with
+several shards, frames that live in shard actors; ``options`` (``NEARDUP_CODEC``...) reach
+``FrameIndex.load``.
 
 Outcomes counted: ``kept`` (a new cluster), ``kept_better`` (canonical of the cluster it
 joined), ``duplicate``, ``already_indexed``, ``already_duplicate``, ``forgotten``,
@@ -70,6 +74,7 @@ from __future__ import annotations
 import json
 import logging
 import time
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable, Protocol
@@ -80,7 +85,7 @@ from crawler.errors import MediaError
 from crawler.items import DUPLICATE, QUEUED
 from crawler.provenance import is_exact_copy
 from processing.stages.base import Resources, Stage
-from processing.vision.frame_index import FORGOTTEN_FILE, FrameIndex, locked, phash_value, read_forgotten
+from processing.vision.frame_index import FORGOTTEN_FILE, FrameIndex, IndexOptions, locked, phash_value, read_forgotten
 from processing.vision.image import looks_gray, trim_borders
 from processing.work import Demotion, Work
 
@@ -218,7 +223,7 @@ class MatchRule:
 
 
 # -- one model's clusters -------------------------------------------------------------------------
-@dataclass
+@dataclass(slots=True)
 class Member:
     """A registered video's place: its cluster (named by the canonical's id) and what ranks it."""
 
@@ -389,7 +394,8 @@ class NearDupIndex:
         self._dirty = False
 
     @classmethod
-    def load(cls, target: str | Path, dim: int, approx_threshold: int, rule: MatchRule) -> NearDupIndex:
+    def load(cls, target: str | Path, dim: int, approx_threshold: int, rule: MatchRule,
+             options: IndexOptions | None = None, frames=None) -> NearDupIndex:  # fmt: skip
         """The saved clusters at ``target`` with their vectors, or an empty index.
 
         The clusters are a function of the registered videos (the rule does not depend on
@@ -397,10 +403,14 @@ class NearDupIndex:
         video when it holds no clusters (an index saved before clusters existed, or by a tool
         that saved the vectors alone), a video registered without a record; a record whose
         vectors are gone (a takedown) is dropped, and a cluster that lost its canonical elects one.
+        ``options`` (``NEARDUP_CODEC``...) go to ``FrameIndex.load``; ``frames``: vectors loaded
+        already (remote shards: processing/runtime/index.py), whose class reads the clusters file.
         """
-        index = cls(rule, FrameIndex.load(target, dim, approx_threshold))
+        if frames is None:
+            frames = FrameIndex.load(target, dim, approx_threshold, options)
+        index = cls(rule, frames)
         live = {r["video_id"]: r for r in index.frames.videos if r["alive"]}
-        raw = FrameIndex.load_extra(target, cls.CLUSTERS)
+        raw = type(frames).load_extra(target, cls.CLUSTERS)
         saved = json.loads(raw)["members"] if raw else {}
         for vid, (cluster, q, duration, similarity) in saved.items():
             if vid in live:
@@ -426,50 +436,86 @@ class NearDupIndex:
 
 
 # -- every model's clusters under one index dir ---------------------------------------------------
-def model_folder(index_dir: Path, model: str) -> Path:
-    """The folder of one embedding model's index under ``index_dir``."""
+def model_folder(index_dir: str | Path, model: str) -> str | Path:
+    """Where one embedding model's index goes under ``index_dir`` (a folder, or a URI: a URI then)."""
     safe = "".join(c if c.isalnum() or c in "-_.+" else "_" for c in model)[:120]
+    if isinstance(index_dir, str) and "://" in index_dir:
+        return f"{index_dir.rstrip('/')}/{safe}"
     return Path(index_dir) / safe
 
 
 class LocalIndexes:
     """The index service in this process: one ``NearDupIndex`` per embedding model (never
-    mixed) under ``index_dir``, flushed every ``flush_seconds``; takedowns read from the dir."""
+    mixed) under ``index_dir`` (a folder, or a URI: ``NEARDUP_INDEX_URI``), flushed every
+    ``flush_seconds``; takedowns read from the dir's ``forgotten.txt`` and, given ``tombstones``
+    (crawler/takedowns.py), from Redis (the only list when the index lives at a URI).
 
-    def __init__(self, index_dir: str | Path, rule: MatchRule, approx_threshold: int, flush_seconds: float = 5.0):
+    ``journal`` (processing/runtime/index.py: a Redis stream): every candidate is appended to
+    it before it is decided and the journal is trimmed after a flush that covers it; a model's
+    index replays it after loading its snapshot, so a restarted index loses nothing.
+    ``frames_loader(target, model, dim)``: the vectors of a model (default ``FrameIndex.load``;
+    the shared index passes remote shards).
+    """
+
+    def __init__(self, index_dir: str | Path, rule: MatchRule, approx_threshold: int, flush_seconds: float = 5.0,
+                 options: IndexOptions | None = None, *, journal=None, tombstones=None,
+                 frames_loader=None):  # fmt: skip
         if flush_seconds < 0:
             raise ValueError(f"flush_seconds must be >= 0, got {flush_seconds!r}")
-        self.index_dir = Path(index_dir)
+        remote = isinstance(index_dir, str) and "://" in index_dir and not index_dir.startswith("file://")
+        self.target: str | Path = index_dir if remote else Path(str(index_dir).removeprefix("file://"))
+        self.index_dir: Path | None = None if remote else Path(self.target)  # forgotten.txt, the lock
         self.rule = rule
         self.approx_threshold = approx_threshold
         self.flush_seconds = float(flush_seconds)
+        self.options = options
+        self.journal = journal
+        self.tombstones = tombstones
+        self.frames_loader = frames_loader
         self.indexes: dict[str, NearDupIndex] = {}
         self.forgotten: set[str] = set()
-        self._forgotten_stamp: int | None = None
+        self._forgotten_stamp: tuple | None = None
         self._last_flush = time.monotonic()
-        self.index_dir.mkdir(parents=True, exist_ok=True)
+        if self.index_dir is not None:
+            self.index_dir.mkdir(parents=True, exist_ok=True)
 
-    def folder(self, model: str) -> Path:
-        return model_folder(self.index_dir, model)
+    def folder(self, model: str) -> str | Path:
+        return model_folder(self.target, model)
 
     def index_for(self, model: str, dim: int) -> NearDupIndex:
-        """The index of one embedding model, loaded from disk the first time it is needed."""
+        """The index of one embedding model, loaded the first time it is needed (its snapshot,
+        then the journal's candidates of that model)."""
         if model not in self.indexes:
-            index = NearDupIndex.load(self.folder(model), dim, self.approx_threshold, self.rule)
+            target = self.folder(model)
+            frames = self.frames_loader(target, model, dim) if self.frames_loader else None
+            index = NearDupIndex.load(target, dim, self.approx_threshold, self.rule, self.options, frames)
             index.purge(self.forgotten)
             self.indexes[model] = index
+            if self.journal is not None:
+                replayed = [index.decide(c) for c in self.journal.candidates(model) if c.video_id not in self.forgotten]
+                if replayed:
+                    log.info("near-dup index %s: %d journalled candidates replayed", model, len(replayed))
         return self.indexes[model]
 
+    def recover(self) -> None:
+        """Load every model the journal names (a restarted index: nothing decided is lost)."""
+        if self.journal is not None:
+            self.check_forgotten()
+            for model, dim in self.journal.models().items():
+                self.index_for(model, dim)
+
     def check_forgotten(self) -> None:
-        """Purge the videos ``forget`` listed since the last look (one stat when nothing changed)."""
+        """Purge the videos ``forget`` listed since the last look (one stat, one HLEN when nothing changed)."""
         try:
-            stamp = (self.index_dir / FORGOTTEN_FILE).stat().st_mtime_ns
+            mtime = (self.index_dir / FORGOTTEN_FILE).stat().st_mtime_ns if self.index_dir else None
         except FileNotFoundError:
-            return
-        if stamp == self._forgotten_stamp:
+            mtime = None
+        stamp = (mtime, self.tombstones.version() if self.tombstones is not None else None)
+        if stamp == self._forgotten_stamp or stamp == (None, None) or stamp == (None, 0):
             return
         self._forgotten_stamp = stamp
-        self.forgotten = read_forgotten(self.index_dir)
+        self.forgotten = (read_forgotten(self.index_dir) if self.index_dir else set()) | (
+            self.tombstones.video_ids() if self.tombstones is not None else set())  # fmt: skip
         for index in self.indexes.values():
             if index.purge(self.forgotten):
                 log.info("purged forgotten videos from the near-duplicate index")
@@ -477,6 +523,10 @@ class LocalIndexes:
     def decide(self, model: str, candidates: list[Candidate]) -> list[Decision]:
         """One decision per candidate, in order (copies among them dedup against each other)."""
         self.check_forgotten()
+        if self.journal is not None and candidates:
+            self.index_for(model, int(candidates[0].vectors.shape[1]))  # loaded (and replayed) first
+            self.journal.append(model, candidates)  # before deciding: a crash from here on replays them
+        self._prefetch(model, candidates)
         out = []
         for c in candidates:
             if c.video_id in self.forgotten:
@@ -486,6 +536,22 @@ class LocalIndexes:
         if self.flush_seconds == 0 or time.monotonic() - self._last_flush >= self.flush_seconds:
             self.flush()
         return out
+
+    def _prefetch(self, model: str, candidates: list[Candidate]) -> None:
+        """Frames over remote shards answer a batch's adds and searches in one round trip
+        (processing/runtime/index.py: ``RemoteShards.prefetch``); new videos only, in order."""
+        new: dict[str, Candidate] = {}
+        for c in candidates:
+            if c.video_id not in self.forgotten:
+                new.setdefault(c.video_id, c)
+        if not new:
+            return
+        index = self.index_for(model, int(next(iter(new.values())).vectors.shape[1]))
+        prefetch = getattr(index.frames, "prefetch", None)
+        if prefetch is not None:
+            rule = self.rule
+            prefetch([c for v, c in new.items() if v not in index.members], rule.k if rule.uses_frames else 0,
+                     rule.phash_max_distance if rule.uses_hash else -1)  # fmt: skip
 
     def states(self, requests: dict[str, list[str]]) -> dict[str, tuple[str, float | None] | None]:
         """video id -> (canonical, similarity) now, for ids of each model (None: not registered)."""
@@ -497,12 +563,16 @@ class LocalIndexes:
         return out
 
     def flush(self) -> None:
+        covered = self.journal.last() if self.journal is not None else None  # what this flush saves
         if any(index.dirty for index in self.indexes.values()):
-            with locked(self.index_dir):  # `forget` edits these files under the same lock
+            # `forget` edits a local index's files under the same lock
+            with locked(self.index_dir) if self.index_dir else nullcontext():
                 self.check_forgotten()
                 for model, index in self.indexes.items():
                     if index.dirty:
                         index.save(self.folder(model))
+        if covered is not None:
+            self.journal.trim(covered)
         self._last_flush = time.monotonic()
 
     def sizes(self) -> dict[str, dict[str, int]]:
@@ -533,6 +603,8 @@ class NearDupStage(Stage):
         duration_tolerance_s: float = 0.5,
         duration_tolerance: float = 0.01,
         index: IndexService | None = None,
+        options: IndexOptions | None = None,
+        index_uri: str = "",
     ):
         self.rule = MatchRule(frame_threshold=frame_threshold, min_match=min_match,
                               phash_max_distance=phash_max_distance, phash_confirm=phash_confirm,
@@ -541,6 +613,8 @@ class NearDupStage(Stage):
         if flush_seconds < 0:
             raise ValueError(f"flush_seconds must be >= 0, got {flush_seconds!r}")
         self.index_dir = Path(index_dir)
+        self.index_target: str | Path = index_uri or self.index_dir  # where the snapshots go
+        self.options = options  # how the index stores vectors (NEARDUP_CODEC...; None: the defaults)
         self.approx_threshold = approx_threshold
         self.flush_seconds = float(flush_seconds)
         self.index = index  # None: LocalIndexes in this process (built in setup)
@@ -559,11 +633,13 @@ class NearDupStage(Stage):
                       "min_match": cfg.neardup_min_match,
                       "approx_threshold": cfg.neardup_approx_threshold,
                       "phash_max_distance": cfg.phash_max_distance,
-                      "method": getattr(cfg, "dedup_method", "both")} | overrides)  # fmt: skip
+                      "method": getattr(cfg, "dedup_method", "both"),
+                      "options": getattr(cfg, "neardup_index", None),
+                      "index_uri": getattr(cfg, "index_uri", "") or ""} | overrides)  # fmt: skip
 
     def local_service(self) -> LocalIndexes:
         """The index service this stage's settings describe, in this process."""
-        return LocalIndexes(self.index_dir, self.rule, self.approx_threshold, self.flush_seconds)
+        return LocalIndexes(self.index_target, self.rule, self.approx_threshold, self.flush_seconds, self.options)
 
     def setup(self) -> None:
         if self.index is None:
@@ -575,7 +651,7 @@ class NearDupStage(Stage):
         return {m: i.frames for m, i in getattr(self.index, "indexes", {}).items()}
 
     def folder(self, model: str) -> Path:
-        return model_folder(self.index_dir, model)  # the same layout wherever the service runs
+        return model_folder(self.index_target, model)  # the same layout wherever the service runs
 
     def candidate(self, work: Work) -> tuple[str, Candidate]:
         """(model, candidate) of one work; MediaError ``no_embeddings`` when it has none."""

@@ -4,9 +4,10 @@ A video lives in shard ``shard_of(video_id, n)`` (a stable hash: the same in eve
 Its global number is ``local * n + shard`` and a vector's global id is ``global << 8 | slot``,
 so what ``FrameIndex`` returns keeps its meaning: ``videos[num]``, ``by_id``, ``search``,
 ``best_per_video``, ``hashes_within``, ``nearest_hash``, ``video_vectors``, ``save``/``load``.
-The merge steps are plain functions (``merge_search``, ``merge_best``, ``merge_hashes``) so a
-caller whose shards are remote (Ray actors, processing/runtime/) can fan out itself and merge
-the same way. Pure Python: nothing here knows about Ray.
+The merge steps are plain functions (``merge_search``, ``merge_best``, ``merge_hashes``) and so
+is the snapshot's manifest (``write_manifest``, ``check_shards``), so a caller whose shards are
+remote (Ray actors: processing/runtime/index.py) fans out itself, merges and saves the same way.
+Pure Python: nothing here knows about Ray.
 
 Every query goes to every shard: shards split memory, not lookup work (docs/capacity.md).
 """
@@ -68,6 +69,36 @@ def merge_best(parts: Iterable[dict[int, np.ndarray]]) -> dict[int, np.ndarray]:
 def merge_hashes(parts: Iterable[list[tuple[int, int]]]) -> list[tuple[int, int]]:
     """Per-shard ``hashes_within`` results (global numbers) as one list, nearest first."""
     return sorted((hit for part in parts for hit in part), key=lambda t: (t[1], t[0]))
+
+
+def saved_shards(target: str | Path) -> int | None:
+    """How many shards the sharded snapshot at ``target`` has (None: none saved there)."""
+    from processing.vision.snapshot import Place
+
+    saved = Place.of(target).read_manifest(SHARDS_MANIFEST)
+    return None if saved is None else int(saved["shards"])
+
+
+def check_shards(target: str | Path, n: int) -> None:
+    """Raise ValueError when the snapshot at ``target`` was saved with another shard count."""
+    saved = saved_shards(target)
+    if saved is not None and saved != n:
+        raise ValueError(f"the index at {target} has {saved} shards, not {n} "
+                         "(resharding is not supported: keep the shard count)")  # fmt: skip
+
+
+def write_manifest(target: str | Path, n: int, generations: list[int], extras: dict[str, bytes] | None) -> None:
+    """After every shard is saved under ``target``: ``extras`` (name -> bytes, a new generation)
+    and ``shards.json``, the manifest, last; then the extras of older generations go."""
+    from processing.vision import snapshot
+
+    place = snapshot.Place.of(target)
+    previous = place.read_manifest(SHARDS_MANIFEST) or {}
+    gen, number = snapshot.new_generation(previous)
+    files = place.put_extras(extras or {}, gen)
+    place.write_manifest({"shards": n, "generation_number": number, "files": files,
+                          "generations": list(generations)}, SHARDS_MANIFEST)  # fmt: skip
+    place.delete_generations(set(files.values()) | set((previous.get("files") or {}).values()))
 
 
 class ShardedIndex:
@@ -182,19 +213,11 @@ class ShardedIndex:
     def save(self, target: str | Path, extras: dict[str, bytes] | None = None) -> None:
         """Every shard to ``<target>/shard-SSS-of-NNN`` (each its own snapshot), then ``extras``
         (name -> bytes, as FrameIndex.save) and ``shards.json``, the manifest, last."""
-        from processing.vision import snapshot
-
         for s, shard in enumerate(self.shards):
             if shard.dirty or str(target) != self._saved_to:  # a clean shard is already there
                 shard.save(self.shard_target(target, s, self.n))
         self._saved_to = str(target)
-        place = snapshot.Place.of(target)
-        previous = place.read_manifest(SHARDS_MANIFEST) or {}
-        gen, number = snapshot.new_generation(previous)
-        files = place.put_extras(extras or {}, gen)
-        place.write_manifest({"shards": self.n, "generation_number": number, "files": files,
-                              "generations": [s.generation for s in self.shards]}, SHARDS_MANIFEST)  # fmt: skip
-        place.delete_generations(set(files.values()) | set((previous.get("files") or {}).values()))
+        write_manifest(target, self.n, [s.generation for s in self.shards], extras)
 
     @classmethod
     def load_extra(cls, target: str | Path, name: str) -> bytes | None:
@@ -209,12 +232,8 @@ class ShardedIndex:
     def load(cls, target: str | Path, n: int, dim: int, approx_threshold: int,
              options: IndexOptions | None = None) -> ShardedIndex:  # fmt: skip
         """The ``n`` shards saved at ``target`` (new empty ones where none was saved)."""
-        from processing.vision.snapshot import Place
-
-        saved = Place.of(target).read_manifest(SHARDS_MANIFEST)
-        if saved is not None and saved["shards"] != n:
-            raise ValueError(f"the index at {target} has {saved['shards']} shards, not {n} "
-                             "(resharding is not supported: keep the shard count)")  # fmt: skip
+        check_shards(target, n)
+        saved = saved_shards(target)
         index = cls([FrameIndex.load(cls.shard_target(target, s, n), dim, approx_threshold, options) for s in range(n)])
         index._saved_to = str(target) if saved is not None else None
         return index

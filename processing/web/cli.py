@@ -5,6 +5,7 @@ from __future__ import annotations
 import sys
 import threading
 
+from crawler import locations
 from processing.catalogue import open_catalogue
 from processing.catalogue.config import CatalogueConfig
 from processing.web.server import SearchServer
@@ -15,7 +16,15 @@ def cmd_serve(args) -> int:
     cat = open_catalogue(cfg)
     try:
         server = SearchServer(cat, host=args.host, port=args.port, token=args.token)
-    except ValueError as exc:  # e.g. a non-loopback host without a token
+    except ValueError as exc:  # e.g. a non-loopback host without a token, a root that is no bucket prefix
+        cat.close()
+        print(f"serve: {exc}", file=sys.stderr)
+        return 2
+    try:  # bucket roots (FILES_STORE, THUMBNAILS_URI, SEARCH_MEDIA_ROOTS): packages there, buckets answer
+        for root in server.files.bucket_roots():
+            locations.check(root)
+    except locations.StorageError as exc:
+        server.server_close()
         cat.close()
         print(f"serve: {exc}", file=sys.stderr)
         return 2

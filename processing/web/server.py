@@ -13,9 +13,15 @@ Hardening (each a setting, see ``SearchServer``):
   connections are cut), each later read or write ``SEARCH_SOCKET_TIMEOUT``; at most
   ``SEARCH_MAX_CONNECTIONS`` are served at once (one thread each), more are answered 503;
 - a file is served only if its real path (symlinks resolved, then the opened descriptor's path)
-  is under FILES_STORE or SEARCH_MEDIA_ROOTS (thumbnails also DATA_DIR/thumbnails) and, for
-  videos, its bytes are still the sha256 the catalogue recorded (hashed once per
-  device, inode, size and mtime).
+  is under FILES_STORE or SEARCH_MEDIA_ROOTS (thumbnails also DATA_DIR/thumbnails and
+  THUMBNAILS_URI) and, for videos, its bytes are still the sha256 the catalogue recorded (hashed
+  once per device, inode, size and mtime);
+- an object (``s3://``, ``gs://``: no disk shared with the workers) only if its URI is a plain
+  object name (no ``.``/``..``/empty segment, no ``%``, ``?``, ``#``, backslash) under a bucket
+  prefix among those roots, compared segment by segment (``s3://b/`` is no root of
+  ``s3://b-evil/``), and, for videos, while its size and sha256 are the recorded ones (hashed once
+  per ETag / generation); it is streamed by ranged GETs pinned to that version (S3 ``If-Match``,
+  GCS ``generation``), so bytes replaced mid-stream cut the response short.
 """
 
 from __future__ import annotations
@@ -42,6 +48,7 @@ from typing import Any
 from urllib.parse import parse_qs, unquote, urlencode, urlsplit
 
 import settings
+from crawler import locations
 from processing.catalogue.base import Catalogue, SearchQuery
 from processing.catalogue.documents import doc_tags, public_doc
 
@@ -51,6 +58,7 @@ STATIC_DIR = Path(__file__).resolve().parent / "static"
 STATIC_FILES = {"index.html", "app.js", "style.css"}
 VIDEO_ID = re.compile(r"^[0-9a-f]{16,128}$")
 CHUNK = 256 * 1024
+OBJECT_CHUNK = 1024 * 1024  # one ranged GET of an object while streaming or hashing it
 TOKEN_COOKIE = "vp_search_token"
 SECURITY_HEADERS = (
     ("Content-Security-Policy", "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self'; "
@@ -122,14 +130,87 @@ def local_path(path_value: str | None) -> Path | None:
     return path
 
 
+def location_of(path_value: str | None) -> Path | str | None:
+    """A document's file: a local path, an object URI (``s3://``, ``gs://``; a relative path under
+    a bucket FILES_STORE too), or None for anything else (http...)."""
+    if isinstance(path_value, str) and locations.is_remote(path_value):
+        return path_value
+    store = settings.FILES_STORE
+    if isinstance(path_value, str) and path_value and "://" not in path_value and locations.is_remote(store):
+        return Path(path_value) if Path(path_value).is_absolute() else f"{store.rstrip('/')}/{path_value}"
+    return local_path(path_value)
+
+
 def default_media_roots() -> list[str]:
-    """FILES_STORE (when local) and SEARCH_MEDIA_ROOTS: the only folders videos are served from."""
-    store = local_path(settings.FILES_STORE) if "://" in settings.FILES_STORE else Path(settings.FILES_STORE)
-    return [str(p) for p in (store, *map(Path, settings.SEARCH_MEDIA_ROOTS)) if p is not None]
+    """FILES_STORE and SEARCH_MEDIA_ROOTS (folders or bucket prefixes): the only places videos are served from."""
+    store = settings.FILES_STORE
+    first = store if locations.is_remote(store) else local_path(store) if "://" in store else Path(store)
+    return [str(r) for r in (first, *settings.SEARCH_MEDIA_ROOTS) if r]
+
+
+def default_thumbnail_roots(media_roots: list[str]) -> list[str]:
+    """The media roots, DATA_DIR/thumbnails and THUMBNAILS_URI (where the frames stage writes them)."""
+    thumbs = getattr(settings, "THUMBNAILS_URI", "")
+    extra = [thumbs if locations.is_remote(thumbs) else str(locations.local_file(thumbs))] if thumbs else []
+    return [*media_roots, str(Path(settings.DATA_DIR) / "thumbnails"), *extra]
 
 
 def _inside(path: str, roots: list[str]) -> bool:
     return any(path == r or path.startswith(r.rstrip(os.sep) + os.sep) for r in roots)
+
+
+class ObjectFile:
+    """One version of an object, read by ranged GETs of at most what is asked (no read-ahead).
+
+    S3: s3fs's own file, whose reads carry ``If-Match: <ETag seen at open>``; GCS: reads pinned
+    to the generation seen at open. An object replaced after opening fails the next read
+    (``OSError`` / ``FileNotFoundError``) instead of mixing two versions' bytes.
+    """
+
+    chunk = OBJECT_CHUNK
+
+    def __init__(self, uri: str):
+        self.fs, self.path = locations.filesystem(uri)
+        self.fs.invalidate_cache(self.path)  # a listing's cached ETag may be stale
+        self.pos = 0
+        self._file = None
+        if locations.scheme_of(uri) == "s3":
+            self._file = self.fs.open(self.path, "rb", block_size=self.chunk, cache_type="none")
+            info = self._file.details
+            self.version = info.get("ETag")
+        else:
+            info = self.fs.info(self.path)
+            self.version = info.get("generation") or None
+            self._pin = {"generation": self.version} if self.version else {}
+        if info.get("type") == "directory":
+            self.close()
+            raise FileNotFoundError(uri)
+        self.size = int(info.get("size") or 0)
+
+    def seek(self, pos: int) -> None:
+        self.pos = pos
+
+    def read(self, n: int) -> bytes:
+        n = max(0, min(n, self.size - self.pos))
+        if n == 0:
+            return b""
+        if self._file is not None:
+            self._file.seek(self.pos)
+            data = self._file.read(n)
+        else:
+            data = self.fs.cat_file(self.path, start=self.pos, end=self.pos + n, **self._pin)
+        self.pos += len(data)
+        return data
+
+    def close(self) -> None:
+        if self._file is not None:
+            self._file.close()
+
+    def __enter__(self) -> ObjectFile:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
 
 
 class ServedFiles:
@@ -139,20 +220,42 @@ class ServedFiles:
     a final symlink, and the opened descriptor's own path (``/proc/self/fd``) is checked again, so a
     link swapped in between is caught. A video's bytes must hash to the sha256 its document
     records; the answer is kept per (device, inode, size, mtime, sha256), so a file is hashed once
-    and again only when it changes.
+    and again only when it changes. Roots that are bucket prefixes (``s3://``, ``gs://``) serve
+    objects under them (``ObjectFile``; see the module docstring), hashed once per (URI, ETag or
+    generation, size, sha256).
     """
 
     def __init__(self, media_roots: list[str], thumbnail_roots: list[str], cache_size: int = 4096):
-        self.media_roots = [os.path.realpath(r) for r in media_roots]
-        self.thumbnail_roots = [os.path.realpath(r) for r in thumbnail_roots]
+        self.media_roots, self.media_buckets = self._roots(media_roots)
+        self.thumbnail_roots, self.thumbnail_buckets = self._roots(thumbnail_roots)
         self.cache_size = cache_size
         self._verified: OrderedDict[tuple, bool] = OrderedDict()
         self._lock = threading.Lock()
 
+    @staticmethod
+    def _roots(roots: list[str]) -> tuple[list[str], list[tuple[str, str, tuple[str, ...]]]]:
+        """(local folders, real paths), (bucket prefixes, parsed); ValueError for a prefix that is none."""
+        local, buckets = [], []
+        for root in map(str, roots):
+            if not locations.is_remote(root):
+                local.append(os.path.realpath(root))
+            elif (name := locations.object_name(root, root=True)) is not None:
+                buckets.append(name)
+            else:
+                raise ValueError(f"{root!r} is no bucket prefix the search page can serve from (s3://BUCKET/prefix)")
+        return local, buckets
+
+    def bucket_roots(self) -> list[str]:
+        """Each bucket prefix served from, as a URI (``serve`` checks that they answer before it starts)."""
+        names = dict.fromkeys(self.media_buckets + self.thumbnail_buckets)
+        return [f"{s}://{b}/{'/'.join(k)}".rstrip("/") for s, b, k in names]
+
     def open(self, doc: dict[str, Any], kind: str):
         """(file object, size, name) of the document's ``media`` or ``thumb``, or an error code."""
-        path = local_path(doc.get("path") if kind == "media" else doc.get("thumbnail_path"))
+        path = location_of(doc.get("path") if kind == "media" else doc.get("thumbnail_path"))
         roots = self.media_roots if kind == "media" else self.thumbnail_roots
+        if isinstance(path, str):
+            return self._open_object(path, doc, kind)
         if path is None:
             return "file_not_available"
         real = os.path.realpath(path)
@@ -180,24 +283,52 @@ class ServedFiles:
             return "file_not_available"
         if kind != "media":
             return None
-        if isinstance(doc.get("size_bytes"), int) and doc["size_bytes"] != st.st_size:
+        return self._verify(f, doc, st.st_size, (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns))
+
+    def _open_object(self, uri: str, doc: dict[str, Any], kind: str):
+        name = locations.object_name(uri)
+        buckets = self.media_buckets if kind == "media" else self.thumbnail_buckets
+        if name is None or not locations.object_under(name, buckets):
+            return "file_not_available"
+        scheme, bucket, key = name
+        try:
+            f = ObjectFile(f"{scheme}://{bucket}/{'/'.join(key)}")  # rebuilt from the checked parts
+        except Exception as exc:  # noqa: BLE001 - missing object, denied, store down: not servable
+            log.info("object %s not served: %s: %s", uri, type(exc).__name__, str(exc)[:200])
+            return "file_not_available"
+        code = None
+        if kind == "media":
+            try:  # a version without an ETag / generation is hashed every time (no key to cache it by)
+                code = self._verify(f, doc, f.size, (uri, f.version, f.size) if f.version else None)
+            except Exception as exc:  # noqa: BLE001 - replaced or gone while being hashed
+                log.info("object %s not verified: %s: %s", uri, type(exc).__name__, str(exc)[:200])
+                code = "file_changed"
+        if code:
+            f.close()
+            return code
+        return f, f.size, key[-1]
+
+    def _verify(self, f, doc: dict[str, Any], size: int, version: tuple | None) -> str | None:
+        """None while ``f`` (at 0) has the size and sha256 the document records, else the error code."""
+        if isinstance(doc.get("size_bytes"), int) and doc["size_bytes"] != size:
             return "file_changed"  # not the bytes the catalogue recorded
         expected = str(doc.get("sha256") or doc.get("video_id") or "").lower()
         if not re.fullmatch(r"[0-9a-f]{64}", expected):
             return "file_unverified"  # nothing recorded to compare the bytes with
-        key = (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, expected)
+        key = (*version, expected) if version else None
         with self._lock:
-            ok = self._verified.get(key)
+            ok = self._verified.get(key) if key else None
         if ok is None:
             digest = hashlib.sha256()
-            for chunk in iter(lambda: f.read(1024 * 1024), b""):
+            for chunk in iter(lambda: f.read(getattr(f, "chunk", 1024 * 1024)), b""):
                 digest.update(chunk)
             f.seek(0)
             ok = digest.hexdigest() == expected
-            with self._lock:
-                self._verified[key] = ok
-                while len(self._verified) > self.cache_size:
-                    self._verified.popitem(last=False)
+            if key:
+                with self._lock:
+                    self._verified[key] = ok
+                    while len(self._verified) > self.cache_size:
+                        self._verified.popitem(last=False)
         return None if ok else "file_changed"
 
 
@@ -434,7 +565,15 @@ class Handler(BaseHTTPRequestHandler):
         f.seek(start)
         left = end - start + 1
         while left > 0:
-            chunk = f.read(min(CHUNK, left))
+            try:
+                chunk = f.read(min(getattr(f, "chunk", CHUNK), left))
+            except Exception as exc:  # noqa: BLE001 - an object replaced or gone mid-stream: cut it short
+                if not isinstance(f, ObjectFile):
+                    raise
+                log.warning("stopped streaming %s at byte %d: %s: %s", name, end - left + 1, type(exc).__name__,
+                            str(exc)[:200])  # fmt: skip
+                self.close_connection = True
+                return None
             if not chunk:
                 break
             self.wfile.write(chunk)
@@ -445,8 +584,9 @@ class Handler(BaseHTTPRequestHandler):
 class SearchServer(ThreadingHTTPServer):
     """The search page's server; every limit defaults to its setting (see the module docstring).
 
-    ``token``: None takes SEARCH_TOKEN; "" is none (allowed on loopback only). ``media_roots``:
-    None takes FILES_STORE + SEARCH_MEDIA_ROOTS; thumbnails may also come from DATA_DIR/thumbnails.
+    ``token``: None takes SEARCH_TOKEN; "" is none (allowed on loopback only). ``media_roots``
+    (folders or bucket prefixes): None takes FILES_STORE + SEARCH_MEDIA_ROOTS; ``thumbnail_roots``:
+    None takes the media roots, DATA_DIR/thumbnails and THUMBNAILS_URI.
     """
 
     daemon_threads = True
@@ -454,6 +594,7 @@ class SearchServer(ThreadingHTTPServer):
 
     def __init__(self, catalogue: Catalogue, host: str = "127.0.0.1", port: int = 8000, *,
                  token: str | None = None, media_roots: list[str] | None = None,
+                 thumbnail_roots: list[str] | None = None,
                  max_connections: int | None = None, request_timeout: float | None = None,
                  socket_timeout: float | None = None):  # fmt: skip
         self.token = settings.SEARCH_TOKEN if token is None else token
@@ -470,7 +611,8 @@ class SearchServer(ThreadingHTTPServer):
             raise ValueError("SEARCH_REQUEST_TIMEOUT and SEARCH_SOCKET_TIMEOUT must be > 0 seconds, got "
                              f"{self.request_timeout!r}, {self.socket_timeout!r}")  # fmt: skip
         roots = default_media_roots() if media_roots is None else [str(r) for r in media_roots]
-        self.files = ServedFiles(roots, [*roots, str(Path(settings.DATA_DIR) / "thumbnails")])
+        thumbs = default_thumbnail_roots(roots) if thumbnail_roots is None else [str(r) for r in thumbnail_roots]
+        self.files = ServedFiles(roots, thumbs)
         self._slots = threading.BoundedSemaphore(self.max_connections)
         self.refused_busy = 0  # connections answered 503 because all slots were taken
         if ":" in host:

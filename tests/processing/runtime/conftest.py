@@ -7,6 +7,6 @@ import pytest
 def ray_session():
     """One local Ray for the module (ray.init costs seconds on this machine)."""
     ray = pytest.importorskip("ray")
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)  # never a running one
     yield ray
     ray.shutdown()

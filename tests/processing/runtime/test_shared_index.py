@@ -34,11 +34,13 @@ def _frames(seed: int) -> np.ndarray:
     return x / np.linalg.norm(x, axis=1, keepdims=True)
 
 
-def test_every_driver_finds_the_one_index_and_the_last_one_out_ends_it(ray_session, data_dir, key_prefix):
+def test_every_driver_finds_the_one_index_and_the_last_one_out_ends_it(ray_session, data_dir, key_prefix, redis_url):
     cfg = ProcessingConfig.from_settings(num_gpus=0)
     a, b = SharedIndex.for_config(cfg), SharedIndex.for_config(cfg)  # two drivers' handles
     where_a, where_b = a.attach("driver-a"), b.attach("driver-b")
     assert where_a["pid"] == where_b["pid"] and where_b["drivers"] == 2
+    assert where_a["journal"]  # REDIS_URL set: every decision journalled
+    assert len(where_a["shards"]) == (cfg.index_shards if cfg.index_shards > 1 else 0)  # 1: frames in the decider
     assert ray_session.get_actor(index_name(key_prefix), namespace=NAMESPACE)
     original, copy_ = _frames(1), _frames(1) + 0.01
     (first,) = a.decide("m", [Candidate("low", copy_, quality=1.0, duration=10.0)])

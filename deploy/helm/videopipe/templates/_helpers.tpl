@@ -54,6 +54,14 @@ imagePullSecrets:
   value: /data
 - name: METRICS_HOST
   value: 0.0.0.0
+- name: DECODE_RESOURCE
+  value: decode
+- name: INDEX_RESOURCE
+  value: index
+{{- if .Values.ray.gpuWorkers.enabled }}
+- name: MODEL_RESOURCE
+  value: model
+{{- end }}
 - name: REDIS_URL
   valueFrom:
     secretKeyRef:
