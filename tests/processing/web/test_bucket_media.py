@@ -12,7 +12,6 @@ import http.client
 import json
 import subprocess
 import time
-from contextlib import contextmanager
 
 import pytest
 
@@ -22,33 +21,12 @@ from processing.catalogue import SqliteCatalogue
 from processing.config import ProcessingConfig
 from processing.stages.frames import FramesStage
 from processing.web import server as web
-from processing.web.server import ObjectFile, SearchServer
+from processing.web.server import ObjectFile
 from processing.work import Work
 from tests.conftest import PYTHON, ROOT, project_env
 from tests.objectstore import free_port
 from tests.processing.catalogue.corpus import make_doc, vid
-
-
-@contextmanager
-def running(cat, **kwargs):
-    server = SearchServer(cat, port=0, **kwargs)
-    server.start_background()
-    try:
-        yield server
-    finally:
-        server.shutdown()
-        server.server_close()
-
-
-def request(port, path, headers=None, method="GET"):
-    """(status, headers, body) of one request over HTTP."""
-    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=20)
-    try:
-        conn.request(method, path, headers=headers or {})
-        resp = conn.getresponse()
-        return resp.status, resp.headers, resp.read()
-    finally:
-        conn.close()
+from tests.processing.web.serving import request, running
 
 
 def error(port, path) -> str:

@@ -11,7 +11,6 @@ import socket
 import subprocess
 import threading
 import time
-from contextlib import contextmanager
 
 import pytest
 
@@ -19,30 +18,9 @@ from processing.catalogue import SqliteCatalogue
 from processing.web.server import SearchServer
 from tests.conftest import PYTHON, ROOT, project_env
 from tests.processing.catalogue.corpus import make_doc, vid
+from tests.processing.web.serving import request, running
 
 HEADERS = ("Content-Security-Policy", "X-Content-Type-Options", "Referrer-Policy", "X-Frame-Options")
-
-
-@contextmanager
-def running(cat, **kwargs):
-    server = SearchServer(cat, port=0, **kwargs)
-    server.start_background()
-    try:
-        yield server
-    finally:
-        server.shutdown()
-        server.server_close()
-
-
-def request(server, path, headers=None, method="GET", timeout=10):
-    """(status, headers, body) of one request; redirects are not followed."""
-    conn = http.client.HTTPConnection("127.0.0.1", server.server_address[1], timeout=timeout)
-    try:
-        conn.request(method, path, headers=headers or {})
-        resp = conn.getresponse()
-        return resp.status, resp.headers, resp.read()
-    finally:
-        conn.close()
 
 
 def sha256(path) -> str:
