@@ -366,6 +366,18 @@ def client_options(url: str, retry_seconds: float | None = None) -> dict:
     }
 
 
+def recorded_url(data_dir: str | os.PathLike | None = None) -> str | None:
+    """``REDIS_URL``, else the URL the embedded server under ``data_dir`` recorded; None when
+    there is neither (nothing is started)."""
+    url = os.environ.get("REDIS_URL")
+    if url:
+        return url
+    try:
+        return json.loads((_server_dir(data_dir) / "server.json").read_text())["url"]
+    except (OSError, ValueError, KeyError):
+        return None
+
+
 def redis_url() -> str:
     """``REDIS_URL`` from the environment, else the embedded server's URL (started on demand)."""
     url = os.environ.get("REDIS_URL")

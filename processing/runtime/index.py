@@ -50,7 +50,6 @@ custom resource, so they run only on nodes that offer it). ``where()`` says wher
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import time
@@ -62,12 +61,14 @@ from typing import Iterator
 import numpy as np
 import ray
 
+from crawler import locations
+from crawler.connection import recorded_url
 from crawler.keys import RedisKeys
 from processing.config import ProcessingConfig
 from processing.pipeline import load_stage_class
-from processing.stages.neardup import Candidate, Decision, LocalIndexes, MatchRule, NearDupStage, model_folder
-from processing.vision.frame_index import (MAX_FRAMES, SLOT_BITS, FrameIndex, IndexOptions, best_by_video, phash_value,
-                                           read_forgotten)
+from processing.stages.neardup import (Candidate, Decision, LocalIndexes, MatchRule, NearDupStage, forgotten_ids,
+                                       model_folder)
+from processing.vision.frame_index import MAX_FRAMES, SLOT_BITS, FrameIndex, IndexOptions, best_by_video, phash_value
 from processing.vision.shards import (ShardedIndex, check_shards, global_num, local_num, merge_hashes, shard_of,
                                       write_manifest)
 
@@ -91,13 +92,7 @@ def shard_name(key_prefix: str, shard: int, n: int) -> str:
 def journal_url(cfg: ProcessingConfig) -> str | None:
     """The Redis the index actors journal to: ``REDIS_URL``, else the embedded server recorded
     under ``DATA_DIR`` (crawler/connection.py), else None (no journal)."""
-    url = os.environ.get("REDIS_URL")
-    if url:
-        return url
-    try:
-        return json.loads((Path(cfg.data_dir) / "redis" / "server.json").read_text())["url"]
-    except (OSError, ValueError, KeyError):
-        return None
+    return recorded_url(cfg.data_dir)
 
 
 @dataclass(frozen=True)
@@ -134,10 +129,6 @@ class IndexSpec:
         from crawler.takedowns import Tombstones
 
         return Tombstones(client, RedisKeys(self.key_prefix)) if client is not None else None
-
-    @property
-    def local(self) -> bool:
-        return "://" not in self.target or self.target.startswith("file://")
 
 
 def _text(value) -> str:
@@ -211,15 +202,11 @@ class ShardActor:
     def target(self, model: str) -> str | Path:
         return ShardedIndex.shard_target(model_folder(self.spec.target, model), self.shard, self.n)
 
-    def _forgotten(self) -> set[str]:
-        local = read_forgotten(Path(self.spec.target.removeprefix("file://"))) if self.spec.local else set()
-        return local | (self.tombstones.video_ids() if self.tombstones is not None else set())
-
     def _index(self, model: str, dim: int) -> FrameIndex:
         """A model's shard: its snapshot, then its videos from the journal (a restart loses nothing)."""
         if model not in self.indexes:
             index = FrameIndex.load(self.target(model), dim, self.spec.approx_threshold, self.spec.options)
-            forgotten = self._forgotten()
+            forgotten = forgotten_ids(locations.local_file(self.spec.target), self.tombstones)
             index.purge(forgotten)
             if self.journal is not None:
                 mine = [(c.video_id, c.vectors, c.quality, c.duration, c.phash) for c in self.journal.candidates(model)

@@ -81,6 +81,7 @@ from typing import Iterable, Protocol
 
 import numpy as np
 
+from crawler import locations
 from crawler.errors import MediaError
 from crawler.items import DUPLICATE, QUEUED
 from crawler.provenance import is_exact_copy
@@ -439,9 +440,15 @@ class NearDupIndex:
 def model_folder(index_dir: str | Path, model: str) -> str | Path:
     """Where one embedding model's index goes under ``index_dir`` (a folder, or a URI: a URI then)."""
     safe = "".join(c if c.isalnum() or c in "-_.+" else "_" for c in model)[:120]
-    if isinstance(index_dir, str) and "://" in index_dir:
-        return f"{index_dir.rstrip('/')}/{safe}"
-    return Path(index_dir) / safe
+    folder = locations.local_file(index_dir)
+    return folder / safe if folder is not None else f"{str(index_dir).rstrip('/')}/{safe}"
+
+
+def forgotten_ids(index_dir: Path | None, tombstones=None) -> set[str]:
+    """The forgotten video ids: a local index dir's ``forgotten.txt`` (None: an index at a URI
+    has none) and the ``id:`` takedown tombstones in Redis (crawler/takedowns.py), when given."""
+    ids = read_forgotten(index_dir) if index_dir is not None else set()
+    return ids | (tombstones.video_ids() if tombstones is not None else set())
 
 
 class LocalIndexes:
@@ -462,9 +469,8 @@ class LocalIndexes:
                  frames_loader=None):  # fmt: skip
         if flush_seconds < 0:
             raise ValueError(f"flush_seconds must be >= 0, got {flush_seconds!r}")
-        remote = isinstance(index_dir, str) and "://" in index_dir and not index_dir.startswith("file://")
-        self.target: str | Path = index_dir if remote else Path(str(index_dir).removeprefix("file://"))
-        self.index_dir: Path | None = None if remote else Path(self.target)  # forgotten.txt, the lock
+        self.index_dir: Path | None = locations.local_file(index_dir)  # forgotten.txt, the lock; None: a URI
+        self.target: str | Path = self.index_dir if self.index_dir is not None else index_dir
         self.rule = rule
         self.approx_threshold = approx_threshold
         self.flush_seconds = float(flush_seconds)
@@ -514,8 +520,7 @@ class LocalIndexes:
         if stamp == self._forgotten_stamp or stamp == (None, None) or stamp == (None, 0):
             return
         self._forgotten_stamp = stamp
-        self.forgotten = (read_forgotten(self.index_dir) if self.index_dir else set()) | (
-            self.tombstones.video_ids() if self.tombstones is not None else set())  # fmt: skip
+        self.forgotten = forgotten_ids(self.index_dir, self.tombstones)
         for index in self.indexes.values():
             if index.purge(self.forgotten):
                 log.info("purged forgotten videos from the near-duplicate index")
