@@ -255,6 +255,39 @@ def stop_process(proc: subprocess.Popen, sig: int = signal.SIGTERM, timeout: flo
             proc.wait()
 
 
+CLK = os.sysconf("SC_CLK_TCK")
+
+
+def proc_cpu(pid: int) -> float:
+    """User + system CPU seconds of a live process (Linux /proc)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / CLK
+    except (OSError, IndexError, ValueError):
+        return 0.0
+
+
+class LoopbackServer:
+    """A server process a benchmark starts on a free loopback port and stops: ``argv`` with
+    ``{port}`` where the port goes; ``what`` names it when it does not start."""
+
+    def __init__(self, argv: list[str], what: str, *, env: dict | None = None, cwd=None,
+                 stop_signal: int = signal.SIGTERM, start_timeout: float = 20.0):  # fmt: skip
+        self.port, self.stop_signal = free_port(), stop_signal
+        self.proc = subprocess.Popen([a.format(port=self.port) for a in argv], cwd=cwd, env=env,
+                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
+        if not wait_port(self.port, start_timeout):
+            self.stop()
+            raise RuntimeError(f"{what} did not start")
+        self.url = f"http://127.0.0.1:{self.port}"
+
+    def cpu(self) -> float:
+        return proc_cpu(self.proc.pid)
+
+    def stop(self) -> None:
+        stop_process(self.proc, self.stop_signal)
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

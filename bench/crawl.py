@@ -25,39 +25,15 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from bench.common import (BENCH_REDIS_URL, stop_process, PYTHON, ROOT, Report, bench_redis, free_port, median,  # noqa: E402
-                          project_env, run, wait_port)  # fmt: skip
+from bench.common import (BENCH_REDIS_URL, PYTHON, ROOT, LoopbackServer, Report, bench_redis, median,  # noqa: E402
+                          project_env, run)  # fmt: skip
 
-CLK = os.sysconf("SC_CLK_TCK")
-
-
-def proc_cpu(pid: int) -> float:
-    """User + system CPU seconds of a live process (Linux /proc)."""
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-        return (int(fields[11]) + int(fields[12])) / CLK
-    except (OSError, IndexError, ValueError):
-        return 0.0
-
-
-class LocalSite:
+class LocalSite(LoopbackServer):
     """``python -m tests.site`` on a free port with a generated tree of ``pages`` pages."""
 
     def __init__(self, pages: int):
-        self.port = free_port()
-        env = project_env(GEN_PAGES=pages, GEN_VIDEO_EVERY=5)
-        self.proc = subprocess.Popen([PYTHON, "-m", "tests.site", "--port", str(self.port)], cwd=ROOT,
-                                     env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
-        if not wait_port(self.port, 20):
-            self.stop()
-            raise RuntimeError("the local test site did not start (python -m tests.site)")
-        self.url = f"http://127.0.0.1:{self.port}"
-
-    def cpu(self) -> float:
-        return proc_cpu(self.proc.pid)
-
-    def stop(self) -> None:
-        stop_process(self.proc, signal.SIGINT)
+        super().__init__([PYTHON, "-m", "tests.site", "--port", "{port}"], "the local test site (python -m tests.site)",
+                         env=project_env(GEN_PAGES=pages, GEN_VIDEO_EVERY=5), cwd=ROOT, stop_signal=signal.SIGINT)
 
 
 def crawl(site: LocalSite, n_procs: int, pages: int, workdir: Path, timeout: float) -> dict:

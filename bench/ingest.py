@@ -42,15 +42,14 @@ import uuid
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from bench.common import (BENCH_REDIS_URL, stop_process, PYTHON, RESULTS, ROOT, Report, bench_redis, cpu_info,  # noqa: E402
-                          free_port, median, project_env, ratio, run, wait_port)  # fmt: skip
+from bench.common import (BENCH_REDIS_URL, PYTHON, RESULTS, ROOT, LoopbackServer, Report, bench_redis,  # noqa: E402
+                          cpu_info, median, project_env, ratio, run)  # fmt: skip
 
 SOURCES = ["bigbuckbunny", "bikes", "gradio_world", "carphone_pristine", "gradio_a", "gradio_b"]
 BASE_SECONDS = 24
 STARTS = range(0, 13)  # cut starts (s): keyframes, a keyframe every second in the bases
 DURATIONS = (8, 9, 10, 11, 12)
 CLIP_DIR = RESULTS / "ingest_clips"
-CLK = os.sysconf("SC_CLK_TCK")
 
 
 # -- the clips --------------------------------------------------------------------------
@@ -95,15 +94,6 @@ def make_clips(n: int) -> list[Path]:
 
 
 # -- processes ----------------------------------------------------------------------------
-def proc_cpu(pid: int) -> float:
-    """User + system CPU seconds of a live process (Linux /proc)."""
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-        return (int(fields[11]) + int(fields[12])) / CLK
-    except (OSError, IndexError, ValueError):
-        return 0.0
-
-
 def wait_cpu(proc: subprocess.Popen, timeout: float) -> tuple[int, float]:
     """Wait for ``proc`` (its group killed past ``timeout``); exit code and CPU seconds with its children."""
     deadline = time.monotonic() + timeout
@@ -120,24 +110,12 @@ def wait_cpu(proc: subprocess.Popen, timeout: float) -> tuple[int, float]:
         time.sleep(0.05)
 
 
-class Server:
+class Server(LoopbackServer):
     """``python -m http.server`` over the clip folder on a free loopback port."""
 
     def __init__(self, folder: Path):
-        self.port = free_port()
-        self.proc = subprocess.Popen([PYTHON, "-m", "http.server", str(self.port), "--bind", "127.0.0.1",
-                                      "--directory", str(folder)], stdout=subprocess.DEVNULL,
-                                     stderr=subprocess.DEVNULL)  # fmt: skip
-        if not wait_port(self.port, 20):
-            self.stop()
-            raise RuntimeError("the clip server (python -m http.server) did not start")
-        self.url = f"http://127.0.0.1:{self.port}"
-
-    def cpu(self) -> float:
-        return proc_cpu(self.proc.pid)
-
-    def stop(self) -> None:
-        stop_process(self.proc)
+        super().__init__([PYTHON, "-m", "http.server", "{port}", "--bind", "127.0.0.1", "--directory", str(folder)],
+                         "the clip server (python -m http.server)")
 
 
 # -- the two sides --------------------------------------------------------------------------

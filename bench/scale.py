@@ -38,40 +38,29 @@ from collections import Counter
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from bench.common import PYTHON, ROOT, Report, cpu_info, free_port, project_env, ratio, run, stop_process, wait_port  # noqa: E402
+from bench.common import PYTHON, ROOT, LoopbackServer, Report, cpu_info, project_env, ratio, run  # noqa: E402
 from bench.crawl import LocalSite  # noqa: E402
-from bench.ingest import Server, make_clips, proc_cpu, run_project, wait_cpu  # noqa: E402
+from bench.ingest import Server, make_clips, run_project, wait_cpu  # noqa: E402
 
 # the benchmark's own commands, not the crawl's
 BENCH_COMMANDS = {"flushdb", "info", "ping", "xlen", "hgetall", "select", "client", "config", "memory", "scan"}
 
 
-class PrivateRedis:
+class PrivateRedis(LoopbackServer):
     """``redis-server`` on a free loopback port, in memory only, owned by this script."""
 
     def __init__(self):
-        self.port = free_port()
-        self.proc = subprocess.Popen(["redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
-                                      "--appendonly", "no", "--daemonize", "no", "--logfile", ""],
-                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
-        if not wait_port(self.port, 10):
-            self.stop()
-            raise RuntimeError("redis-server did not start")
+        super().__init__(["redis-server", "--port", "{port}", "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
+                          "--daemonize", "no", "--logfile", ""], "redis-server", start_timeout=10)
         self.url = f"redis://127.0.0.1:{self.port}/0"
         import redis
 
         self.client = redis.Redis.from_url(self.url)
 
-    def cpu(self) -> float:
-        return proc_cpu(self.proc.pid)
-
     def snapshot(self) -> dict:
         stats = self.client.info("commandstats")
         return {"cpu": self.cpu(), "memory": self.client.info("memory")["used_memory"],
                 "calls": {k.removeprefix("cmdstat_"): v for k, v in stats.items()}}  # fmt: skip
-
-    def stop(self) -> None:
-        stop_process(self.proc)
 
 
 class Monitor(threading.Thread):
